@@ -1,0 +1,47 @@
+"""The plugin contract: every hook a wxhelper plugin may implement.
+
+Each docstring is the specification of its hook. Plugins implement hooks with
+``@wxhelper.hookimpl`` on module-level functions whose names match exactly; a
+misspelled name fails loudly at load time (``check_pending``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from pluggy import HookimplMarker, HookspecMarker
+
+if TYPE_CHECKING:
+    from .messages import InboundMessage
+    from .namespace import Namespace
+    from .settings import Settings
+
+PROJECT = "wxhelper"
+hookspec = HookspecMarker(PROJECT)
+hookimpl = HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_namespaces(register: "Callable[[Namespace], None]", settings: "Settings") -> None:
+    """Register the namespaces this plugin supplies.
+
+    Call ``register(Namespace(...))`` once per namespace. ``settings`` is the
+    host's configuration (declare the parameter only if you need it). The host fills in the
+    plugin name and version, validates the namespace (name, title, a
+    ``system.j2`` in ``templates_dir``, an existing ``corpus_dir``) and reports a
+    clash with a namespace another plugin already registered: the first
+    registration wins (plugins load in sorted distribution order) and the clash
+    is shown by ``wxhelper namespaces``. The return value is ignored.
+    """
+
+
+@hookspec
+def prompt_context(namespace: "Namespace", message: "InboundMessage") -> Optional[dict[str, Any]]:
+    """Return extra variables for the namespace's prompt templates, or None.
+
+    Called for every message routed to any namespace; return None for
+    namespaces that are not yours. The dicts of all plugins are merged (later
+    plugins do not override keys set by earlier ones) and exposed to templates
+    as ``extra``. User text in ``message`` is data: never build template source
+    from it.
+    """

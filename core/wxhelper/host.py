@@ -1,0 +1,322 @@
+"""The host: one message in, one reply out.
+
+A message is resolved to its source, routed to a namespace, and answered from
+a prompt assembled from the namespace's templates, its indexed corpus and
+three fair history selections; then the histories it belongs to are written.
+Everything that does I/O is async; Chroma and SQLite run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Mapping, Optional, Union
+
+from .knowledge import KnowledgeBase
+from .llm import LLM, LLMError
+from .messages import HistoryKind, InboundMessage, Passage, Record, Reply
+from .namespace import Namespace
+from .offline import offline_answer
+from .plugins import LoadedPlugins, PluginStatus, load_plugins
+from .prompt import PromptRenderer
+from .routing import choose_namespace, lookup
+from .settings import Settings
+from .storage import FairQuery, HistoryKey, HistoryStore, open_store
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL = 3600.0
+APOLOGY = "抱歉，大模型暂时无法回答，先给你资料库里的相关内容："
+TRUNCATED_NOTICE = "（你的消息超过 {limit} 字，已截断为前 {limit} 字保存。）"
+
+
+class Host:
+    """The plugin host. Use as ``async with Host(settings) as host: reply = await host.handle(msg)``."""
+
+    def __init__(self, settings: Optional[Settings] = None, *, store: Optional[HistoryStore] = None) -> None:
+        self.settings = settings or Settings()
+        self._store = store
+        self.plugins: Optional[LoadedPlugins] = None
+        self.knowledge = KnowledgeBase(self.settings)
+        self.llm = LLM(self.settings)
+        self.renderer = PromptRenderer(self.settings.templates_dir)
+        self._purger: Optional[asyncio.Task] = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> "Host":
+        if self._started:
+            return self
+        self.plugins = await asyncio.to_thread(load_plugins, self.settings)
+        if self._store is None:
+            self._store = open_store(self.settings.store_url)
+        await self.purge_expired()
+        self._purger = asyncio.create_task(self._purge_periodically())
+        self._started = True
+        return self
+
+    async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        await self.llm.close()
+        if self._store is not None:
+            await self._store.close()
+        self._started = False
+
+    async def __aenter__(self) -> "Host":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                await self.purge_expired()
+            except Exception:
+                log.exception("purging expired records failed")
+
+    async def purge_expired(self) -> int:
+        """Delete records older than ``CLEAR_CYCLE``; also runs at start and hourly."""
+        return await self.store.purge_expired(time.time() - self.settings.clear_cycle_seconds)
+
+    # -- accessors -------------------------------------------------------------------
+    @property
+    def store(self) -> HistoryStore:
+        if self._store is None:
+            raise RuntimeError("Host is not started: use 'async with Host(...)' or 'await host.start()'")
+        return self._store
+
+    @property
+    def namespaces(self) -> Mapping[str, Namespace]:
+        if self.plugins is None:
+            raise RuntimeError("Host is not started")
+        return self.plugins.namespaces
+
+    @property
+    def plugin_statuses(self) -> Mapping[str, PluginStatus]:
+        if self.plugins is None:
+            raise RuntimeError("Host is not started")
+        return self.plugins.statuses
+
+    def namespace(self, name_or_title: str) -> Namespace:
+        ns = lookup(self.namespaces, name_or_title)
+        if ns is None:
+            from .routing import UnknownNamespace
+
+            raise UnknownNamespace(name_or_title, sorted(self.namespaces))
+        return ns
+
+    def history_key(self, kind: HistoryKind, namespace: str, source_id: str = "", bot_id: str = "") -> HistoryKey:
+        if kind == "chat":
+            if not source_id:
+                raise ValueError("source_id is required for the chat history")
+            bot = "" if self.settings.share_chat_across_bots else (bot_id or self.settings.bot_id)
+            return HistoryKey.chat(namespace, source_id, bot)
+        return HistoryKey.shared(kind, namespace)
+
+    # -- the main job ---------------------------------------------------------------
+    async def handle(self, message: Union[InboundMessage, Mapping[str, Any]]) -> Reply:
+        """Handle one message: route, assemble a fair prompt, answer, record."""
+        if not self._started:
+            await self.start()
+        msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
+        bot_id = msg.bot_id or self.settings.bot_id
+        source_id = msg.source_id
+        bound = await self.store.get_binding(source_id, bot_id) if msg.namespace is None else None
+        ns = self.namespaces[choose_namespace(self.namespaces, msg.content, self.settings.default_namespace,
+                                              msg.namespace, bound)]
+        content = msg.content
+        truncated = len(content) > self.settings.max_single_char
+        if truncated:
+            content = content[: self.settings.max_single_char]
+        degraded: list[str] = []
+        accepted = self._accepts(ns, content, degraded)
+
+        if msg.channel == "friend_circle":
+            recorded: list[HistoryKind] = []
+            if accepted and await self._append("friend_circle", ns, msg, bot_id, content):
+                recorded.append("friend_circle")
+            return Reply(text="", namespace=ns.name, source_id=source_id, message_id=msg.message_id,
+                         recorded=recorded, answered=False, offline=True, truncated=truncated,
+                         degraded=degraded)
+
+        prompt, passages, board = await self._assemble(ns, msg, bot_id, content, degraded)
+        text, offline = await self._answer(prompt, content, passages, board, degraded)
+        if truncated:
+            text = f"{text}\n\n{TRUNCATED_NOTICE.format(limit=self.settings.max_single_char)}"
+        recorded = await self._record(ns, msg, bot_id, content, text, accepted)
+        return Reply(text=text, namespace=ns.name, source_id=source_id, message_id=msg.message_id,
+                     recorded=recorded, prompt=prompt, retrieved=passages, offline=offline,
+                     truncated=truncated, degraded=degraded)
+
+    def _accepts(self, ns: Namespace, content: str, degraded: list[str]) -> bool:
+        """The namespace's record filter; a filter that raises records nothing in the shared histories."""
+        try:
+            return bool(ns.record_filter(content))
+        except Exception as exc:
+            log.error("record filter of namespace %s (plugin %s) raised %s", ns.name, ns.plugin, type(exc).__name__)
+            degraded.append(f"plugin:{ns.plugin}")
+            return False
+
+    async def _assemble(self, ns: Namespace, msg: InboundMessage, bot_id: str, content: str,
+                        degraded: list[str]) -> tuple[list[dict[str, str]], list[Passage], list[Record]]:
+        since = time.time() - self.settings.clear_cycle_seconds
+        algorithm = self.settings.fair_algorithm
+
+        def query(kind: HistoryKind) -> FairQuery:
+            records, chars = self.settings.history_budget(kind)
+            return FairQuery(records, chars, since, algorithm)
+
+        chat, board, circle, passages = await asyncio.gather(
+            self.store.fair_read(self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
+            self.store.fair_read(self.history_key("namespace", ns.name), query("namespace")),
+            self.store.fair_read(self.history_key("friend_circle", ns.name), query("friend_circle")),
+            self._retrieve(ns, content, degraded),
+        )
+        context = {
+            "namespace": ns, "message": msg, "bot_id": bot_id,
+            "now": datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "knowledge": passages, "board": board, "friend_circle": circle,
+            "extra": self._prompt_context(ns, msg, degraded),
+        }
+        system, error = self.renderer.render_system(ns, context)
+        if error:
+            degraded.append(f"plugin:{ns.plugin}")
+        prompt = [{"role": "system", "content": system}]
+        for record in chat:
+            if record.user_id == bot_id:
+                prompt.append({"role": "assistant", "content": record.content})
+            else:
+                speaker = f"{record.user_id}：" if msg.is_group else ""
+                prompt.append({"role": "user", "content": f"{speaker}{record.content}"})
+        speaker = f"{msg.user_id}：" if msg.is_group else ""
+        prompt.append({"role": "user", "content": f"{speaker}{content}"})
+        return prompt, passages, board
+
+    async def _retrieve(self, ns: Namespace, content: str, degraded: list[str]) -> list[Passage]:
+        try:
+            return await self.knowledge.search(ns, content, self.settings.knowledge_top_k,
+                                               self.settings.knowledge_chars)
+        except Exception as exc:
+            log.error("knowledge search for namespace %s failed: %s: %s", ns.name, type(exc).__name__, exc)
+            degraded.append("knowledge")
+            return []
+
+    def _prompt_context(self, ns: Namespace, msg: InboundMessage, degraded: list[str]) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        assert self.plugins is not None
+        for impl in self.plugins.manager.hook.prompt_context.get_hookimpls():
+            kwargs = {"namespace": ns, "message": msg}
+            try:
+                result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except Exception as exc:
+                log.error("plugin %s: prompt_context raised %s", impl.plugin_name, type(exc).__name__)
+                degraded.append(f"plugin:{impl.plugin_name}")
+                continue
+            if isinstance(result, dict):
+                for key, value in result.items():
+                    extra.setdefault(str(key), value)
+        return extra
+
+    async def _answer(self, prompt: list[dict[str, str]], content: str, passages: list[Passage],
+                      board: list[Record], degraded: list[str]) -> tuple[str, bool]:
+        if not self.llm.available:
+            return offline_answer(content, passages, board), True
+        try:
+            return await self.llm.complete(prompt), False
+        except LLMError as exc:
+            log.error("LLM failed: %s", exc)
+            degraded.append("llm")
+            return offline_answer(content, passages, board, notice=APOLOGY), True
+
+    async def _append(self, kind: HistoryKind, ns: Namespace, msg: InboundMessage, bot_id: str,
+                      content: str, *, user_id: Optional[str] = None, message_id: Optional[str] = None,
+                      timestamp: Optional[float] = None) -> bool:
+        record = Record(user_id=user_id or msg.user_id, source_id=msg.source_id, bot_id=bot_id,
+                        content=content, timestamp=timestamp if timestamp is not None else msg.timestamp,
+                        message_id=message_id or msg.message_id)
+        key = self.history_key(kind, ns.name, msg.source_id, bot_id)
+        await self.store.append(key, record, max_per_user=self.settings.max_user_record_count,
+                                ttl=self.settings.clear_cycle_seconds)
+        return True
+
+    async def _record(self, ns: Namespace, msg: InboundMessage, bot_id: str, content: str,
+                      reply_text: str, accepted: bool) -> list[HistoryKind]:
+        recorded: list[HistoryKind] = []
+        reply_time = max(time.time(), msg.timestamp + 0.001)
+        await self._append("chat", ns, msg, bot_id, content)
+        await self._append("chat", ns, msg, bot_id, reply_text, user_id=bot_id,
+                           message_id=f"{msg.message_id}#reply", timestamp=reply_time)
+        recorded.append("chat")
+        if accepted:
+            await self._append("namespace", ns, msg, bot_id, content)
+            recorded.append("namespace")
+        return recorded
+
+    # -- reading and maintenance ----------------------------------------------------------
+    async def history(self, namespace: str, kind: HistoryKind = "namespace", *, source_id: str = "",
+                      bot_id: str = "", max_records: Optional[int] = None, max_chars: Optional[int] = None,
+                      algorithm: Optional[str] = None) -> list[Record]:
+        """The fair selection of one history, exactly as a prompt would get it (oldest first)."""
+        if not self._started:
+            await self.start()
+        ns = self.namespace(namespace)
+        default_records, default_chars = self.settings.history_budget(kind)
+        query = FairQuery(
+            default_records if max_records is None else max_records,
+            default_chars if max_chars is None else max_chars,
+            time.time() - self.settings.clear_cycle_seconds,
+            algorithm or self.settings.fair_algorithm,
+        )
+        from .fairness import ALGORITHMS
+
+        if query.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, got {query.algorithm!r}")
+        return await self.store.fair_read(self.history_key(kind, ns.name, source_id, bot_id), query)
+
+    async def index(self, namespace: Optional[str] = None,
+                    progress: Optional[Callable[[str, int, int], None]] = None) -> list:
+        """(Re-)index one namespace's corpus, or all; unchanged corpora do no work."""
+        if not self._started:
+            await self.start()
+        targets = [self.namespace(namespace)] if namespace else list(self.namespaces.values())
+        out = []
+        for ns in targets:
+            cb = (lambda done, total, _n=ns.name: progress(_n, done, total)) if progress else None
+            out.append(await asyncio.to_thread(self.knowledge.index, ns, cb))
+        return out
+
+
+class SyncHost:
+    """A blocking wrapper for scripts: ``with SyncHost() as host: print(host.handle({...}).text)``."""
+
+    def __init__(self, settings: Optional[Settings] = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self.host = Host(settings, **kwargs)
+        self._run(self.host.start())
+
+    def _run(self, coro: Awaitable[Any]) -> Any:
+        return self._loop.run_until_complete(coro)
+
+    def handle(self, message: Union[InboundMessage, Mapping[str, Any]]) -> Reply:
+        return self._run(self.host.handle(message))
+
+    def history(self, namespace: str, kind: HistoryKind = "namespace", **kwargs: Any) -> list[Record]:
+        return self._run(self.host.history(namespace, kind, **kwargs))
+
+    def close(self) -> None:
+        self._run(self.host.close())
+        self._loop.close()
+
+    def __enter__(self) -> "SyncHost":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,136 @@
+"""Configuration, read from the environment or a ``.env`` file.
+
+The names of the seed's ``.env`` (``MAX_SINGLE_CHAR``, ``MAX_USER_RECORD_COUNT``,
+``MAX_HISTORY_CONTENT_CHAR``, ``CLEAR_CYCLE``, ``BOT_ID``, ``DEFAULT_NAME_SPACE``)
+are kept as they were so an existing deployment's file works unchanged; the
+host's own settings carry a ``WXHELPER_`` prefix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every knob of the host. Construct with keyword arguments to override the environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- identity and routing -------------------------------------------------
+    bot_id: str = Field("wxhelper-bot", validation_alias=_env("BOT_ID", "bot_id"))
+    default_namespace: str = Field(
+        "聊天", validation_alias=_env("DEFAULT_NAME_SPACE", "default_namespace")
+    )
+
+    # --- caps from the seed .env ---------------------------------------------
+    max_single_char: int = Field(9000, ge=1, validation_alias=_env("MAX_SINGLE_CHAR", "max_single_char"))
+    max_user_record_count: int = Field(
+        50, ge=1, validation_alias=_env("MAX_USER_RECORD_COUNT", "max_user_record_count")
+    )
+    max_history_content_char: int = Field(
+        10000, ge=1, validation_alias=_env("MAX_HISTORY_CONTENT_CHAR", "max_history_content_char")
+    )
+    clear_cycle: float = Field(
+        7, gt=0, validation_alias=_env("CLEAR_CYCLE", "clear_cycle"),
+        description="Days a record lives; older records never reach a prompt and are purged.",
+    )
+
+    # --- prompt budget (the seed's quotas of a 90 000-char total) --------------
+    total_prompt_chars: int = Field(90000, ge=1000, validation_alias=_env("WXHELPER_TOTAL_PROMPT_CHARS", "total_prompt_chars"))
+    chat_share: float = Field(0.2, ge=0, le=1, validation_alias=_env("WXHELPER_CHAT_SHARE", "chat_share"))
+    friend_circle_share: float = Field(0.3, ge=0, le=1, validation_alias=_env("WXHELPER_FRIEND_CIRCLE_SHARE", "friend_circle_share"))
+    namespace_share: float = Field(0.4, ge=0, le=1, validation_alias=_env("WXHELPER_NAMESPACE_SHARE", "namespace_share"))
+    chat_max_records: int = Field(40, ge=0, validation_alias=_env("WXHELPER_CHAT_MAX_RECORDS", "chat_max_records"))
+    namespace_max_records: int = Field(100, ge=0, validation_alias=_env("WXHELPER_NAMESPACE_MAX_RECORDS", "namespace_max_records"))
+    friend_circle_max_records: int = Field(100, ge=0, validation_alias=_env("WXHELPER_FRIEND_CIRCLE_MAX_RECORDS", "friend_circle_max_records"))
+    fair_algorithm: str = Field("max_min", validation_alias=_env("WXHELPER_FAIR_ALGORITHM", "fair_algorithm"))
+    share_chat_across_bots: bool = Field(
+        False, validation_alias=_env("WXHELPER_SHARE_CHAT_ACROSS_BOTS", "share_chat_across_bots"),
+        description="By default two bots in one group keep separate chat histories.",
+    )
+
+    # --- storage and knowledge ------------------------------------------------
+    data_dir: Path = Field(Path(".wxhelper"), validation_alias=_env("WXHELPER_DATA_DIR", "data_dir"))
+    store: Optional[str] = Field(None, validation_alias=_env("WXHELPER_STORE", "store"))
+    embedding: str = Field("hashed", validation_alias=_env("WXHELPER_EMBEDDING", "embedding"))
+    chroma_url: Optional[str] = Field(None, validation_alias=_env("CHROMA_URL", "chroma_url"))
+    knowledge_top_k: int = Field(4, ge=0, validation_alias=_env("WXHELPER_KNOWLEDGE_TOP_K", "knowledge_top_k"))
+    knowledge_min_score: float = Field(0.05, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"))
+
+    # --- plugins and templates --------------------------------------------------
+    load_plugins: Optional[str] = Field(None, validation_alias=_env("WXHELPER_LOAD_PLUGINS", "load_plugins"))
+    templates_dir: Optional[Path] = Field(None, validation_alias=_env("WXHELPER_TEMPLATES_DIR", "templates_dir"))
+
+    # --- LLM -------------------------------------------------------------------
+    openai_api_key: Optional[str] = Field(None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"))
+    openai_base_url: Optional[str] = Field(None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url"))
+    model: str = Field("gpt-4o-mini", validation_alias=_env("WXHELPER_MODEL", "model"))
+    llm_timeout: float = Field(60.0, gt=0, validation_alias=_env("WXHELPER_LLM_TIMEOUT", "llm_timeout"))
+    llm_max_retries: int = Field(2, ge=0, validation_alias=_env("WXHELPER_LLM_MAX_RETRIES", "llm_max_retries"))
+    llm_stream: bool = Field(False, validation_alias=_env("WXHELPER_LLM_STREAM", "llm_stream"))
+    temperature: Optional[float] = Field(None, validation_alias=_env("WXHELPER_TEMPERATURE", "temperature"))
+
+    log_level: str = Field("INFO", validation_alias=_env("WXHELPER_LOG_LEVEL", "log_level"))
+
+    @field_validator("fair_algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        from .fairness import ALGORITHMS
+
+        if value not in ALGORITHMS:
+            raise ValueError(f"fair_algorithm must be one of {sorted(ALGORITHMS)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> "Settings":
+        total = self.chat_share + self.friend_circle_share + self.namespace_share
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                f"chat_share + friend_circle_share + namespace_share is {total:.2f}; the limit is 1.0"
+            )
+        return self
+
+    @property
+    def clear_cycle_seconds(self) -> float:
+        return self.clear_cycle * 86400.0
+
+    @property
+    def store_url(self) -> str:
+        """The history store's URI; SQLite in the data directory unless told otherwise."""
+        if self.store:
+            return self.store
+        return f"sqlite:///{(self.data_dir / 'history.sqlite3').resolve()}"
+
+    @property
+    def knowledge_chars(self) -> int:
+        """What the history shares leave of the total, for retrieved passages."""
+        used = self.chat_share + self.friend_circle_share + self.namespace_share
+        return max(0, int(self.total_prompt_chars * (1.0 - used)))
+
+    def history_budget(self, kind: str) -> tuple[int, int]:
+        """(max_records, max_chars) for one history kind: its share of the total, capped by MAX_HISTORY_CONTENT_CHAR."""
+        share, records = {
+            "chat": (self.chat_share, self.chat_max_records),
+            "friend_circle": (self.friend_circle_share, self.friend_circle_max_records),
+            "namespace": (self.namespace_share, self.namespace_max_records),
+        }[kind]
+        return records, min(int(self.total_prompt_chars * share), self.max_history_content_char)
+
+    def plugin_allow_list(self) -> Optional[list[str]]:
+        """None: load every installed plugin. A list (maybe empty): only those distributions."""
+        if self.load_plugins is None:
+            return None
+        return [name.strip() for name in self.load_plugins.split(",") if name.strip()]

@@ -1,0 +1,119 @@
+"""The storage interface every history backend implements.
+
+The host never reads a whole history: a backend answers *fair reads* (the
+selection under a record limit and a character budget) and is free to compute
+them however is cheapest for it, as long as the result is the one the pure
+functions in :mod:`wxhelper.fairness` give for the same data. The contract
+suite in ``tests/test_storage_contract.py`` runs against every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Optional
+
+from ..fairness import UserHistory, select
+from ..messages import HistoryKind, Record
+
+
+@dataclass(frozen=True)
+class HistoryKey:
+    """Names one history: its kind, namespace and, for chat, its source (and bot unless shared).
+
+    ``id`` is an unambiguous encoding (JSON) so that user-controlled parts with
+    ``:``, ``{``, ``}`` or ``*`` can never make two keys collide.
+    """
+
+    kind: HistoryKind
+    namespace: str
+    source_id: str = ""
+    bot_id: str = ""
+
+    @property
+    def id(self) -> str:
+        return json.dumps([self.kind, self.namespace, self.source_id, self.bot_id], ensure_ascii=False)
+
+    @classmethod
+    def from_id(cls, key_id: str) -> "HistoryKey":
+        kind, namespace, source_id, bot_id = json.loads(key_id)
+        return cls(kind, namespace, source_id, bot_id)
+
+    @classmethod
+    def chat(cls, namespace: str, source_id: str, bot_id: str = "") -> "HistoryKey":
+        return cls("chat", namespace, source_id, bot_id)
+
+    @classmethod
+    def shared(cls, kind: HistoryKind, namespace: str) -> "HistoryKey":
+        return cls(kind, namespace)
+
+
+@dataclass(frozen=True)
+class FairQuery:
+    """A fair read: at most ``max_records`` records and ``max_chars`` characters, none older than ``since``."""
+
+    max_records: int
+    max_chars: int
+    since: float = 0.0
+    algorithm: str = "max_min"
+
+
+class StoreError(RuntimeError):
+    """The store failed (unreachable, timed out); callers degrade rather than crash."""
+
+
+class HistoryStore(ABC):
+    """A typed, async history store. Backends are picked from a URI scheme by :func:`open_store`."""
+
+    scheme: str = ""
+
+    @abstractmethod
+    async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
+        """Add ``record``; keep that user's newest ``max_per_user`` in ``key``; expire after ``ttl`` seconds.
+
+        Idempotent on ``record.message_id`` within ``key``: returns False (and
+        changes nothing) when a record with that id is already stored there.
+        """
+
+    @abstractmethod
+    async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
+        """The users a fair read may pick from and their newest records (newest first, not older than ``since``).
+
+        At most ``query.max_records`` users (the most recently active) and
+        ``query.max_records`` records each: enough for any algorithm, and a cost
+        that does not grow with what is stored.
+        """
+
+    async def fair_read(self, key: HistoryKey, query: FairQuery) -> list[Record]:
+        """The fair selection, oldest first. Backends may override with a server-side version."""
+        if query.max_records <= 0 or query.max_chars <= 0:
+            return []
+        return select(await self.candidates(key, query), query.max_records, query.max_chars, query.algorithm)
+
+    @abstractmethod
+    async def count(self, key: HistoryKey) -> int:
+        """How many records ``key`` holds (expired ones not yet purged included)."""
+
+    @abstractmethod
+    async def clear(self, key: HistoryKey) -> int:
+        """Drop every record of ``key``; returns how many were dropped."""
+
+    @abstractmethod
+    async def purge_expired(self, before: float) -> int:
+        """Delete records older than ``before`` (epoch seconds); returns how many."""
+
+    @abstractmethod
+    async def get_binding(self, source_id: str, bot_id: str) -> Optional[str]:
+        """The namespace a source is bound to (by a command), if any."""
+
+    @abstractmethod
+    async def set_binding(self, source_id: str, bot_id: str, namespace: Optional[str]) -> None:
+        """Bind a source to a namespace, or unbind it with None."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` when the store cannot be reached."""
+
+    async def close(self) -> None:
+        """Release connections."""
