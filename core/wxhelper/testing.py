@@ -1,0 +1,117 @@
+"""Helpers for testing wxhelper plugins and bots against a real host.
+
+Everything here runs real parts: the host loads plugins through their entry
+points, history goes to SQLite in a temporary directory, knowledge to an
+embedded Chroma, and the LLM is :class:`FakeLLM`, a small OpenAI-compatible
+server on loopback that the real ``openai`` client talks to.
+
+    from wxhelper.testing import host_for, FakeLLM
+
+    async def test_answers(tmp_path):
+        async with host_for(tmp_path, plugins=["wxhelper-car-client"]) as host:
+            reply = await host.handle({"user_id": "u1", "content": "二手车过户要什么材料"})
+            assert reply.namespace == "car_client"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Sequence
+
+from .fake_llm import FakeLLM
+from .host import Host
+from .messages import Reply
+from .settings import Settings
+
+__all__ = ["FakeLLM", "host_for", "make_settings", "temporary_plugin", "prompt_text", "assert_in_prompt",
+           "assert_not_in_prompt"]
+
+_ISOLATED_ENV = {
+    # Settings read the environment; tests should not pick up the developer's own configuration.
+    "openai_api_key": None, "openai_base_url": None, "store": None, "chroma_url": None,
+    "templates_dir": None,
+}
+
+
+def make_settings(data_dir: Path, plugins: Optional[Sequence[str]] = None, llm: Optional[FakeLLM] = None,
+                  **overrides: Any) -> Settings:
+    """Settings for a test: data in ``data_dir``, only ``plugins`` loaded (None: all installed), LLM optional."""
+    values: dict[str, Any] = dict(_ISOLATED_ENV)
+    values.update(data_dir=Path(data_dir), load_plugins=None if plugins is None else ",".join(plugins))
+    if llm is not None:
+        values.update(openai_api_key=llm.api_key, openai_base_url=llm.base_url, llm_max_retries=0,
+                      llm_timeout=10.0)
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def host_for(data_dir: Path, plugins: Optional[Sequence[str]] = None, llm: Optional[FakeLLM] = None,
+                   **overrides: Any) -> AsyncIterator[Host]:
+    """A started :class:`Host` with only the given plugin distributions loaded (the default namespace always is)."""
+    host = Host(make_settings(data_dir, plugins, llm, **overrides))
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.close()
+
+
+def prompt_text(reply: Reply) -> str:
+    """The whole prompt sent (or that would be sent) to the LLM, as one string."""
+    return "\n".join(m["content"] for m in reply.prompt)
+
+
+def assert_in_prompt(reply: Reply, *needles: str) -> None:
+    text = prompt_text(reply)
+    missing = [n for n in needles if n not in text]
+    assert not missing, f"not in the prompt: {missing!r}\n--- prompt ---\n{text}"
+
+
+def assert_not_in_prompt(reply: Reply, *needles: str) -> None:
+    text = prompt_text(reply)
+    present = [n for n in needles if n in text]
+    assert not present, f"unexpectedly in the prompt: {present!r}\n--- prompt ---\n{text}"
+
+
+@contextlib.contextmanager
+def temporary_plugin(directory: Path, dist_name: str, source: str, *, module: Optional[str] = None,
+                     files: Optional[dict[str, str]] = None, version: str = "0.0.1") -> Iterator[str]:
+    """Install a throw-away plugin distribution with a real ``wxhelper`` entry point, for the duration.
+
+    Writes ``<module>.py`` (or a package when ``files`` are given) and a
+    ``<dist>.dist-info`` with ``entry_points.txt`` into ``directory`` and puts it
+    on ``sys.path``, so ``importlib.metadata`` finds it exactly as it finds a
+    pip-installed plugin. Yields the distribution name.
+    """
+    module = module or dist_name.replace("-", "_")
+    directory.mkdir(parents=True, exist_ok=True)
+    if files:
+        pkg = directory / module
+        pkg.mkdir(exist_ok=True)
+        (pkg / "__init__.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        for rel, text in files.items():
+            target = pkg / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    else:
+        (directory / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    info = directory / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(f"[wxhelper]\n{module} = {module}\n", encoding="utf-8")
+    sys.path.insert(0, str(directory))
+    try:
+        yield dist_name
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(directory))
+        for name in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
+            del sys.modules[name]
+
+
+def iter_contents(records: Iterable[Any]) -> list[str]:
+    return [r.content for r in records]

@@ -1,0 +1,29 @@
+"""Shared fixtures: a temporary data directory, the stand-in LLM, and real servers started on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from wxhelper.testing import FakeLLM
+
+# Tests must not read a developer's .env or environment for the host's settings.
+for _name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "WXHELPER_STORE", "REDIS_URL", "REDIS_HOST", "CHROMA_URL",
+              "WXHELPER_LOAD_PLUGINS", "WXHELPER_TEMPLATES_DIR", "WXHELPER_DATA_DIR", "WXHELPER_EMBEDDING"):
+    os.environ.pop(_name, None)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    with FakeLLM(reply=lambda body: "LLM-ANSWER: " + body["messages"][-1]["content"]) as llm:
+        yield llm
