@@ -226,7 +226,7 @@ async def test_operator_template_override(data_dir, tmp_path):
     assert "OPERATOR PROMPT" not in trip.prompt[0]["content"]
 
 
-async def test_sync_wrapper(data_dir):
+def test_sync_wrapper(data_dir):
     from wxhelper import SyncHost
     from wxhelper.testing import make_settings
 
