@@ -248,3 +248,25 @@ async def test_bad_input_names_the_field(data_dir):
     async with host_for(data_dir, []) as host:
         with pytest.raises(ValidationError, match="user_id"):
             await host.handle({"content": "hi"})
+
+
+async def test_stream_yields_pieces_then_the_reply(data_dir, fake_llm):
+    async with host_for(data_dir, [], llm=fake_llm) as host:
+        items = [item async for item in host.stream(InboundMessage(user_id="u", content="一二三四五六七八九十" * 2))]
+    *pieces, reply = items
+    assert len(pieces) > 2 and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces) == reply.text == "LLM-ANSWER: " + "一二三四五六七八九十" * 2
+    assert reply.recorded == ["chat"] and {"history", "retrieval", "assembly", "llm", "total"} <= set(reply.timings)
+
+
+async def test_stream_offline_and_broken_midway(data_dir, fake_llm):
+    async with host_for(data_dir, []) as host:
+        *pieces, reply = [i async for i in host.stream(InboundMessage(user_id="u", content="信息板"))]
+    assert reply.offline and "".join(pieces) == reply.text and reply.text.startswith("（离线模式")
+    fake_llm.break_stream_next(after_chunks=2)
+    async with host_for(data_dir, [], llm=fake_llm) as host:
+        *pieces, reply = [i async for i in host.stream(InboundMessage(user_id="u", content="讲个很长的故事吧" * 4))]
+    assert "llm" in reply.degraded and "".join(pieces) == reply.text and "抱歉" in reply.text
+    async with host_for(data_dir, [], max_single_char=5) as host:
+        *pieces, reply = [i async for i in host.stream(InboundMessage(user_id="u", content="一二三四五六七"))]
+    assert reply.truncated and "".join(pieces) == reply.text and "已截断" in reply.text

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
 
 from .knowledge import KnowledgeBase
 from .llm import LLM, LLMError
@@ -124,37 +125,90 @@ class Host:
     # -- the main job ---------------------------------------------------------------
     async def handle(self, message: Union[InboundMessage, Mapping[str, Any]]) -> Reply:
         """Handle one message: route, assemble a fair prompt, answer, record."""
+        turn = await self._prepare(message)
+        if turn.msg.channel == "friend_circle":
+            return await self._finish_friend_circle(turn)
+        started = time.perf_counter()
+        text, offline = await self._answer(turn.prompt, turn.content, turn.passages, turn.board, turn.degraded)
+        turn.timings["llm"] = _ms(started)
+        return await self._finish(turn, text, offline)
+
+    async def stream(self, message: Union[InboundMessage, Mapping[str, Any]]) -> AsyncIterator[Union[str, Reply]]:
+        """Handle one message, yielding text pieces as the LLM produces them, then the final :class:`Reply`.
+
+        The pieces joined are the reply's text. When the LLM fails before
+        its first piece, the offline answer (with an apology) is yielded
+        instead; when it breaks midway, the apology follows what was sent.
+        """
+        turn = await self._prepare(message)
+        if turn.msg.channel == "friend_circle":
+            yield await self._finish_friend_circle(turn)
+            return
+        started = time.perf_counter()
+        if not self.llm.available:
+            text, offline = offline_answer(turn.content, turn.passages, turn.board), True
+            yield text
+        else:
+            pieces: list[str] = []
+            offline = False
+            try:
+                async for piece in self.llm.stream(turn.prompt):
+                    pieces.append(piece)
+                    yield piece
+            except LLMError as exc:
+                log.error("LLM stream failed: %s", exc)
+                turn.degraded.append("llm")
+                offline = True
+                fallback = offline_answer(turn.content, turn.passages, turn.board, notice=APOLOGY)
+                piece = f"\n\n{fallback}" if pieces else fallback
+                pieces.append(piece)
+                yield piece
+            text = "".join(pieces)
+        turn.timings["llm"] = _ms(started)
+        reply = await self._finish(turn, text, offline)
+        if turn.truncated:
+            yield reply.text[len(text):]
+        yield reply
+
+    async def _prepare(self, message: Union[InboundMessage, Mapping[str, Any]]) -> "_Turn":
         if not self._started:
             await self.start()
+        started = time.perf_counter()
         msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
         bot_id = msg.bot_id or self.settings.bot_id
-        source_id = msg.source_id
-        bound = await self.store.get_binding(source_id, bot_id) if msg.namespace is None else None
+        bound = await self.store.get_binding(msg.source_id, bot_id) if msg.namespace is None else None
         ns = self.namespaces[choose_namespace(self.namespaces, msg.content, self.settings.default_namespace,
                                               msg.namespace, bound)]
         content = msg.content
         truncated = len(content) > self.settings.max_single_char
         if truncated:
             content = content[: self.settings.max_single_char]
-        degraded: list[str] = []
-        accepted = self._accepts(ns, content, degraded)
+        turn = _Turn(msg=msg, bot_id=bot_id, ns=ns, content=content, truncated=truncated, started=started)
+        turn.accepted = self._accepts(ns, content, turn.degraded)
+        if msg.channel == "chat":
+            await self._assemble(turn)
+        return turn
 
-        if msg.channel == "friend_circle":
-            recorded: list[HistoryKind] = []
-            if accepted and await self._append("friend_circle", ns, msg, bot_id, content):
-                recorded.append("friend_circle")
-            return Reply(text="", namespace=ns.name, source_id=source_id, message_id=msg.message_id,
-                         recorded=recorded, answered=False, offline=True, truncated=truncated,
-                         degraded=degraded)
+    async def _finish_friend_circle(self, turn: "_Turn") -> Reply:
+        recorded: list[HistoryKind] = []
+        if turn.accepted and await self._append("friend_circle", turn.ns, turn.msg, turn.bot_id, turn.content):
+            recorded.append("friend_circle")
+        turn.timings["total"] = _ms(turn.started)
+        return Reply(text="", namespace=turn.ns.name, source_id=turn.msg.source_id,
+                     message_id=turn.msg.message_id, recorded=recorded, answered=False, offline=True,
+                     truncated=turn.truncated, degraded=turn.degraded, timings=turn.timings)
 
-        prompt, passages, board = await self._assemble(ns, msg, bot_id, content, degraded)
-        text, offline = await self._answer(prompt, content, passages, board, degraded)
-        if truncated:
+    async def _finish(self, turn: "_Turn", text: str, offline: bool) -> Reply:
+        if turn.truncated:
             text = f"{text}\n\n{TRUNCATED_NOTICE.format(limit=self.settings.max_single_char)}"
-        recorded = await self._record(ns, msg, bot_id, content, text, accepted)
-        return Reply(text=text, namespace=ns.name, source_id=source_id, message_id=msg.message_id,
-                     recorded=recorded, prompt=prompt, retrieved=passages, offline=offline,
-                     truncated=truncated, degraded=degraded)
+        started = time.perf_counter()
+        recorded = await self._record(turn.ns, turn.msg, turn.bot_id, turn.content, text, turn.accepted)
+        turn.timings["record"] = _ms(started)
+        turn.timings["total"] = _ms(turn.started)
+        return Reply(text=text, namespace=turn.ns.name, source_id=turn.msg.source_id,
+                     message_id=turn.msg.message_id, recorded=recorded, prompt=turn.prompt,
+                     retrieved=turn.passages, offline=offline, truncated=turn.truncated,
+                     degraded=turn.degraded, timings=turn.timings)
 
     def _accepts(self, ns: Namespace, content: str, degraded: list[str]) -> bool:
         """The namespace's record filter; a filter that raises records nothing in the shared histories."""
@@ -165,8 +219,10 @@ class Host:
             degraded.append(f"plugin:{ns.plugin}")
             return False
 
-    async def _assemble(self, ns: Namespace, msg: InboundMessage, bot_id: str, content: str,
-                        degraded: list[str]) -> tuple[list[dict[str, str]], list[Passage], list[Record]]:
+    async def _assemble(self, turn: "_Turn") -> None:
+        """Read the three fair selections and the knowledge passages concurrently, then render."""
+        ns, msg, bot_id = turn.ns, turn.msg, turn.bot_id
+        started = time.perf_counter()
         since = time.time() - self.settings.clear_cycle_seconds
         algorithm = self.settings.fair_algorithm
 
@@ -174,21 +230,32 @@ class Host:
             records, chars = self.settings.history_budget(kind)
             return FairQuery(records, chars, since, algorithm)
 
-        chat, board, circle, passages = await asyncio.gather(
-            self.store.fair_read(self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
-            self.store.fair_read(self.history_key("namespace", ns.name), query("namespace")),
-            self.store.fair_read(self.history_key("friend_circle", ns.name), query("friend_circle")),
-            self._retrieve(ns, content, degraded),
-        )
+        async def histories() -> tuple[list[Record], list[Record], list[Record]]:
+            t0 = time.perf_counter()
+            result = await asyncio.gather(
+                self.store.fair_read(self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
+                self.store.fair_read(self.history_key("namespace", ns.name), query("namespace")),
+                self.store.fair_read(self.history_key("friend_circle", ns.name), query("friend_circle")),
+            )
+            turn.timings["history"] = _ms(t0)
+            return result[0], result[1], result[2]
+
+        async def retrieval() -> list[Passage]:
+            t0 = time.perf_counter()
+            passages = await self._retrieve(ns, turn.content, turn.degraded)
+            turn.timings["retrieval"] = _ms(t0)
+            return passages
+
+        (chat, board, circle), passages = await asyncio.gather(histories(), retrieval())
         context = {
             "namespace": ns, "message": msg, "bot_id": bot_id,
             "now": datetime.now().strftime("%Y-%m-%d %H:%M"),
             "knowledge": passages, "board": board, "friend_circle": circle,
-            "extra": self._prompt_context(ns, msg, degraded),
+            "extra": self._prompt_context(ns, msg, turn.degraded),
         }
         system, error = self.renderer.render_system(ns, context)
         if error:
-            degraded.append(f"plugin:{ns.plugin}")
+            turn.degraded.append(f"plugin:{ns.plugin}")
         prompt = [{"role": "system", "content": system}]
         for record in chat:
             if record.user_id == bot_id:
@@ -197,8 +264,9 @@ class Host:
                 speaker = f"{record.user_id}：" if msg.is_group else ""
                 prompt.append({"role": "user", "content": f"{speaker}{record.content}"})
         speaker = f"{msg.user_id}：" if msg.is_group else ""
-        prompt.append({"role": "user", "content": f"{speaker}{content}"})
-        return prompt, passages, board
+        prompt.append({"role": "user", "content": f"{speaker}{turn.content}"})
+        turn.prompt, turn.passages, turn.board = prompt, passages, board
+        turn.timings["assembly"] = _ms(started)
 
     async def _retrieve(self, ns: Namespace, content: str, degraded: list[str]) -> list[Passage]:
         try:
@@ -274,6 +342,7 @@ class Host:
             default_chars if max_chars is None else max_chars,
             time.time() - self.settings.clear_cycle_seconds,
             algorithm or self.settings.fair_algorithm,
+            self.settings.user_weight_map,
         )
         from .fairness import ALGORITHMS
 
@@ -292,6 +361,28 @@ class Host:
             cb = (lambda done, total, _n=ns.name: progress(_n, done, total)) if progress else None
             out.append(await asyncio.to_thread(self.knowledge.index, ns, cb))
         return out
+
+
+@dataclass
+class _Turn:
+    """What the host knows about one message between preparing and finishing it."""
+
+    msg: InboundMessage
+    bot_id: str
+    ns: Namespace
+    content: str
+    truncated: bool
+    started: float
+    accepted: bool = False
+    degraded: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    prompt: list[dict[str, str]] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    board: list[Record] = field(default_factory=list)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000.0, 3)
 
 
 class SyncHost:

@@ -154,3 +154,5 @@ class Reply(BaseModel):
     """False for friend-circle posts, which are recorded but not answered."""
     degraded: list[str] = Field(default_factory=list)
     """Dependencies that failed while handling this message (``"llm"``, ``"knowledge"``, ``"plugin:<name>"``)."""
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Milliseconds spent per stage: ``history``, ``retrieval``, ``assembly`` (both plus rendering), ``llm``, ``record``, ``total``."""
