@@ -1,16 +1,23 @@
 """Talking to any OpenAI-compatible endpoint through the official ``openai`` client.
 
 With no API key the host does not call anything: :func:`LLM.available` is
-False and the host answers offline. Retries with exponential backoff and
-jitter are the client's own (``max_retries``), bounded by ``timeout``.
+False and the host answers offline. Timeouts, connection errors, 429 and 5xx
+are retried here (the client's own retries are off) with exponential backoff
+and full jitter, within a total time budget, so a user waits a bounded time
+before getting the apology and the offline answer. A stream is retried only
+until its first piece has been sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 from typing import AsyncIterator, Optional
 
-from openai import AsyncOpenAI, OpenAIError
+from openai import (APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI, OpenAIError,
+                    RateLimitError)
 
 from .settings import Settings
 
@@ -30,7 +37,7 @@ class LLM:
                 api_key=settings.openai_api_key,
                 base_url=settings.openai_base_url or None,
                 timeout=settings.llm_timeout,
-                max_retries=settings.llm_max_retries,
+                max_retries=0,
             )
 
     @property
@@ -43,31 +50,62 @@ class LLM:
             params["temperature"] = self.settings.temperature
         return params
 
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: a random wait in [0, base * 2**attempt], capped."""
+        ceiling = min(self.settings.llm_backoff_max, self.settings.llm_backoff_base * (2 ** attempt))
+        return random.uniform(0, ceiling)
+
+    async def _with_retries(self, call, deadline: float):  # type: ignore[no-untyped-def]
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                retryable = is_retryable(exc)
+                wait = retry_after(exc) or self.backoff(attempt)
+                if not retryable or attempt >= self.settings.llm_max_retries or time.monotonic() + wait > deadline:
+                    raise LLMError(f"{type(exc).__name__}: {exc}") from exc
+                log.warning("LLM call failed (%s), retry %d in %.2fs", type(exc).__name__, attempt + 1, wait)
+                await asyncio.sleep(wait)
+                attempt += 1
+
     async def complete(self, messages: list[dict[str, str]]) -> str:
         """The whole answer; streams under the hood when ``WXHELPER_LLM_STREAM`` is set."""
         if self.settings.llm_stream:
             return "".join([piece async for piece in self.stream(messages)])
         client = self._require()
-        try:
-            response = await client.chat.completions.create(**self._params(messages))
-        except OpenAIError as exc:
-            raise LLMError(f"{type(exc).__name__}: {exc}") from exc
+        deadline = time.monotonic() + self.settings.llm_retry_budget
+
+        async def call():  # type: ignore[no-untyped-def]
+            return await client.chat.completions.create(**self._params(messages))
+
+        response = await self._with_retries(call, deadline)
         if not response.choices:
             raise LLMError("the LLM answered with no choices")
         return response.choices[0].message.content or ""
 
     async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
-        """Text pieces as the LLM produces them."""
+        """Text pieces as the LLM produces them; retried while nothing has been yielded yet."""
         client = self._require()
-        try:
-            stream = await client.chat.completions.create(**self._params(messages), stream=True)
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
-        except OpenAIError as exc:
-            raise LLMError(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:  # a stream cut midway surfaces as an httpx error
-            raise LLMError(f"stream broke: {type(exc).__name__}: {exc}") from exc
+        deadline = time.monotonic() + self.settings.llm_retry_budget
+        attempt = 0
+        while True:
+            sent = False
+            try:
+                stream = await client.chat.completions.create(**self._params(messages), stream=True)
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                        sent = True
+                        yield chunk.choices[0].delta.content
+                return
+            except Exception as exc:  # a stream cut midway surfaces as an httpx/openai error
+                wait = retry_after(exc) or self.backoff(attempt)
+                if (sent or not is_retryable(exc) or attempt >= self.settings.llm_max_retries
+                        or time.monotonic() + wait > deadline):
+                    raise LLMError(f"{'stream broke' if sent else 'stream failed'}: {type(exc).__name__}: {exc}") from exc
+                log.warning("LLM stream failed (%s), retry %d in %.2fs", type(exc).__name__, attempt + 1, wait)
+                await asyncio.sleep(wait)
+                attempt += 1
 
     def _require(self) -> AsyncOpenAI:
         if self._client is None:
@@ -77,3 +115,25 @@ class LLM:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Timeouts, dropped connections, 408, 409, 429 and 5xx are worth another try; 4xx are not."""
+    if isinstance(exc, (APITimeoutError, APIConnectionError, RateLimitError)):
+        return True
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in (408, 409) or exc.status_code >= 500
+    return not isinstance(exc, OpenAIError)  # httpx transport errors from a broken stream
+
+
+def retry_after(exc: BaseException) -> Optional[float]:
+    """The server's ``Retry-After`` (seconds), when it sent one and it is short."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 60 else None

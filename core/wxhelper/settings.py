@@ -70,6 +70,43 @@ class Settings(BaseSettings):
     knowledge_top_k: int = Field(4, ge=0, validation_alias=_env("WXHELPER_KNOWLEDGE_TOP_K", "knowledge_top_k"))
     knowledge_min_score: float = Field(0.05, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"))
 
+    # --- Redis history store and fair-algorithm weights (issue 3) --------------------
+    # WXHELPER_STORE wins, then REDIS_URL, then REDIS_HOST (+ PORT/DB/PASSWORD), then SQLite.
+    redis_url: Optional[str] = Field(None, validation_alias=_env("REDIS_URL", "redis_url"))
+    redis_host: Optional[str] = Field(None, validation_alias=_env("REDIS_HOST", "redis_host"))
+    redis_port: int = Field(6379, ge=1, le=65535, validation_alias=_env("REDIS_PORT", "redis_port"))
+    redis_db: int = Field(0, ge=0, validation_alias=_env("REDIS_DB", "redis_db"))
+    redis_password: Optional[str] = Field(None, validation_alias=_env("REDIS_PASSWORD", "redis_password"))
+    redis_socket_timeout: float = Field(
+        2.0, gt=0, validation_alias=_env("WXHELPER_REDIS_TIMEOUT", "redis_socket_timeout"),
+        description="Seconds for every Redis connect and call; a slower call raises StoreError.",
+    )
+    user_weights: str = Field(
+        "", validation_alias=_env("WXHELPER_USER_WEIGHTS", "user_weights"),
+        description="Per-user weights for the weighted and hybrid algorithms: 'vip1=3,vip2=2'.",
+    )
+
+    @field_validator("user_weights")
+    @classmethod
+    def _weights_parse(cls, value: str) -> str:
+        _parse_weights(value)
+        return value
+
+    @property
+    def user_weight_map(self) -> tuple[tuple[str, float], ...]:
+        return _parse_weights(self.user_weights)
+
+    def _redis_store_url(self) -> Optional[str]:
+        from urllib.parse import quote
+
+        url = self.store or self.redis_url
+        if not url and self.redis_host:
+            auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+            url = f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        if url and "socket_timeout=" not in url:
+            url += ("&" if "?" in url else "?") + f"socket_timeout={self.redis_socket_timeout:g}"
+        return url
+
     # --- plugins and templates --------------------------------------------------
     load_plugins: Optional[str] = Field(None, validation_alias=_env("WXHELPER_LOAD_PLUGINS", "load_plugins"))
     templates_dir: Optional[Path] = Field(None, validation_alias=_env("WXHELPER_TEMPLATES_DIR", "templates_dir"))
@@ -80,6 +117,10 @@ class Settings(BaseSettings):
     model: str = Field("gpt-4o-mini", validation_alias=_env("WXHELPER_MODEL", "model"))
     llm_timeout: float = Field(60.0, gt=0, validation_alias=_env("WXHELPER_LLM_TIMEOUT", "llm_timeout"))
     llm_max_retries: int = Field(2, ge=0, validation_alias=_env("WXHELPER_LLM_MAX_RETRIES", "llm_max_retries"))
+    llm_retry_budget: float = Field(30.0, gt=0, validation_alias=_env("WXHELPER_LLM_RETRY_BUDGET", "llm_retry_budget"),
+                                    description="Seconds all attempts of one LLM call may take together.")
+    llm_backoff_base: float = Field(0.5, ge=0, validation_alias=_env("WXHELPER_LLM_BACKOFF_BASE", "llm_backoff_base"))
+    llm_backoff_max: float = Field(8.0, ge=0, validation_alias=_env("WXHELPER_LLM_BACKOFF_MAX", "llm_backoff_max"))
     llm_stream: bool = Field(False, validation_alias=_env("WXHELPER_LLM_STREAM", "llm_stream"))
     temperature: Optional[float] = Field(None, validation_alias=_env("WXHELPER_TEMPERATURE", "temperature"))
 
@@ -110,8 +151,11 @@ class Settings(BaseSettings):
     @property
     def store_url(self) -> str:
         """The history store's URI; SQLite in the data directory unless told otherwise."""
-        if self.store:
+        if self.store and not self.store.startswith("redis"):
             return self.store
+        redis_url = self._redis_store_url()
+        if redis_url:
+            return redis_url
         return f"sqlite:///{(self.data_dir / 'history.sqlite3').resolve()}"
 
     @property
@@ -134,3 +178,22 @@ class Settings(BaseSettings):
         if self.load_plugins is None:
             return None
         return [name.strip() for name in self.load_plugins.split(",") if name.strip()]
+
+
+def _parse_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """``"vip1=3, vip2=2"`` → ``(("vip1", 3.0), ("vip2", 2.0))``; weights must be positive numbers."""
+    out = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        user, sep, weight = part.rpartition("=")
+        if not sep or not user.strip():
+            raise ValueError(f"user weight {part.strip()!r} is not 'user=weight'")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"user weight {part.strip()!r}: {weight.strip()!r} is not a number") from None
+        if not value > 0 or value == float("inf"):
+            raise ValueError(f"user weight {part.strip()!r} must be a positive number")
+        out.append((user.strip(), value))
+    return tuple(out)
