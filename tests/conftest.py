@@ -27,3 +27,31 @@ def data_dir(tmp_path: Path) -> Path:
 def fake_llm() -> Iterator[FakeLLM]:
     with FakeLLM(reply=lambda body: "LLM-ANSWER: " + body["messages"][-1]["content"]) as llm:
         yield llm
+
+
+# --- real Redis servers (issue 3): started once per session, stopped at its end ----------------
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator["RedisServer"]:
+    from servers import RedisServer
+
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: "RedisServer") -> str:
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    from servers import RedisCluster
+
+    cluster = RedisCluster(3)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()

@@ -29,7 +29,8 @@ same selection for the same data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Protocol, Sequence
 
 
@@ -121,10 +122,125 @@ def seed_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int
     return chronological(kept)
 
 
+# --- variants: max-min filling with per-record level factors -------------------------
+#
+# Every variant below is the max-min progressive filling above with the level of a
+# user's k-th newest record scaled: ``level = max(k/M, c_k/C) * factor_k / weight``,
+# kept non-decreasing along the user's records (running max) so that what a user
+# gets is still a newest-first prefix. Only + - * / and sqrt are used (all correctly
+# rounded in IEEE 754), so the Redis backend's Lua port returns the same selection
+# bit for bit. See docs/fairness.md for worked examples.
+
+TIME_DECAY_SCALE = 86400.0
+"""``time_decay``: a record this many seconds older than the newest one counts half, 2x as old a third."""
+
+WEIGHTED_ALGORITHMS = frozenset({"weighted", "hybrid"})
+"""The algorithms that use per-user weights (``WXHELPER_USER_WEIGHTS``); the others ignore them."""
+
+
+def quality_value(score: float) -> float:
+    """What one record is worth to ``quality``: ``1 + sqrt(likes)`` (non-finite or negative scores count 0)."""
+    s = float(score)
+    if not math.isfinite(s) or s <= 0.0:
+        return 1.0
+    return 1.0 + math.sqrt(s)
+
+
+def _filling(
+    histories: Sequence[UserHistory], max_records: int, max_chars: int, *,
+    decay_scale: float = 0.0, quality: bool = False,
+) -> list:
+    """The shared engine of the variants (``decay_scale`` 0: no time decay)."""
+    if max_records <= 0 or max_chars <= 0:
+        return []
+    candidates = [h for h in by_recency(histories) if h.records][:max_records]
+    if not candidates:
+        return []
+    t_ref = max(h.records[0].timestamp for h in candidates)
+    events: list[tuple[float, int, int]] = []
+    for rank, history in enumerate(candidates):
+        weight = history.weight if history.weight > 0 else 1.0
+        chars = 0
+        qsum = 0.0
+        previous = 0.0
+        for k, record in enumerate(history.records[:max_records], start=1):
+            chars += len(record.content)
+            base = max(k / max_records, chars / max_chars)
+            factor = 1.0
+            if decay_scale > 0:
+                factor = 1.0 + (t_ref - record.timestamp) / decay_scale
+            if quality:
+                qsum += quality_value(getattr(record, "score", 0.0))
+                factor = factor * (k / qsum)
+            level = base * factor / weight
+            if level < previous:
+                level = previous
+            previous = level
+            events.append((level, rank, k))
+    events.sort()
+    taken: list = []
+    taken_chars = 0
+    stopped: set[int] = set()
+    for _level, rank, k in events:
+        if rank in stopped:
+            continue
+        if len(taken) >= max_records:
+            break
+        record = candidates[rank].records[k - 1]
+        size = len(record.content)
+        if taken_chars + size > max_chars:
+            stopped.add(rank)
+            continue
+        taken.append(record)
+        taken_chars += size
+    return chronological(taken)
+
+
+def weighted_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int) -> list:
+    """Max-min fair with per-user weights: a user of weight w fills w times as fast (VIP x3).
+
+    The weights come from ``WXHELPER_USER_WEIGHTS`` (the store sets ``UserHistory.weight``);
+    with every weight 1 this is exactly ``max_min``.
+    """
+    return _filling(histories, max_records, max_chars)
+
+
+def time_decay_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int,
+                    scale: float = TIME_DECAY_SCALE) -> list:
+    """Max-min fair where older records count less: a record ``age`` seconds older than the
+    newest record considered costs ``1 + age/scale`` times as much of a user's share."""
+    return _filling(histories, max_records, max_chars, decay_scale=scale)
+
+
+def quality_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int) -> list:
+    """Max-min fair where a user's share grows with how liked their records are: the level of a
+    user's newest k records is divided by their mean value ``1 + sqrt(score)``."""
+    return _filling(histories, max_records, max_chars, quality=True)
+
+
+def hybrid_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int,
+                scale: float = TIME_DECAY_SCALE) -> list:
+    """Weights, time decay and quality together: ``level = base * (1 + age/scale) * (k / Σvalue) / weight``."""
+    return _filling(histories, max_records, max_chars, decay_scale=scale, quality=True)
+
+
 ALGORITHMS: Mapping[str, Algorithm] = {
     "max_min": max_min_fair,
     "seed": seed_fair,
+    "weighted": weighted_fair,
+    "time_decay": time_decay_fair,
+    "quality": quality_fair,
+    "hybrid": hybrid_fair,
 }
+
+
+def apply_weights(histories: Sequence[UserHistory], weights: Mapping[str, float] | Sequence[tuple[str, float]],
+                  algorithm: str) -> list[UserHistory]:
+    """Set ``UserHistory.weight`` from ``weights`` (user id → weight) when ``algorithm`` uses weights."""
+    table = dict(weights)
+    if algorithm not in WEIGHTED_ALGORITHMS or not table:
+        return list(histories)
+    return [replace(h, weight=float(table.get(h.user_id, h.weight))) for h in histories]
 
 
 def select(

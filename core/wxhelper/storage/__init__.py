@@ -7,8 +7,19 @@ from typing import Callable
 from .base import FairQuery, HistoryKey, HistoryStore, StoreError
 from .sqlite import SQLiteStore
 
+
+def _redis(url: str) -> HistoryStore:
+    from .redis import RedisStore
+
+    return RedisStore.from_url(url)
+
+
 BACKENDS: dict[str, Callable[[str], HistoryStore]] = {
     "sqlite": SQLiteStore.from_url,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+sentinel": _redis,
+    "redis+cluster": _redis,
 }
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import AsyncIterator, Optional
 
-from ..fairness import UserHistory, select
+from ..fairness import UserHistory, apply_weights, select
 from ..messages import HistoryKind, Record
 
 
@@ -57,6 +57,8 @@ class FairQuery:
     max_chars: int
     since: float = 0.0
     algorithm: str = "max_min"
+    weights: tuple[tuple[str, float], ...] = ()
+    """Per-user weights (``WXHELPER_USER_WEIGHTS``), used by the ``weighted`` and ``hybrid`` algorithms."""
 
 
 class StoreError(RuntimeError):
@@ -89,7 +91,8 @@ class HistoryStore(ABC):
         """The fair selection, oldest first. Backends may override with a server-side version."""
         if query.max_records <= 0 or query.max_chars <= 0:
             return []
-        return select(await self.candidates(key, query), query.max_records, query.max_chars, query.algorithm)
+        histories = apply_weights(await self.candidates(key, query), query.weights, query.algorithm)
+        return select(histories, query.max_records, query.max_chars, query.algorithm)
 
     @abstractmethod
     async def count(self, key: HistoryKey) -> int:
@@ -114,6 +117,14 @@ class HistoryStore(ABC):
     @abstractmethod
     async def ping(self) -> None:
         """Raise :class:`StoreError` when the store cannot be reached."""
+
+    def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
+        """Every history and all its records, oldest first (timestamp, then insertion order): for migration."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its histories")
+
+    async def all_bindings(self) -> list[tuple[str, str, str]]:
+        """Every binding as ``(source_id, bot_id, namespace)``: for migration."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its bindings")
 
     async def close(self) -> None:
         """Release connections."""

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, AsyncIterator, Callable, Optional, TypeVar
 from urllib.parse import unquote, urlparse
 
 from ..fairness import UserHistory
@@ -191,6 +191,19 @@ class SQLiteStore(HistoryStore):
                 )
 
         await self._run(write)
+
+    async def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:  # type: ignore[override]
+        keys = await self._run(lambda c: [r[0] for r in c.execute("SELECT DISTINCT hkey FROM records ORDER BY hkey")])
+        for hkey in keys:
+            rows = await self._run(lambda c, h=hkey: c.execute(
+                "SELECT user_id,source_id,bot_id,content,timestamp,message_id,score FROM records"
+                " WHERE hkey=? ORDER BY timestamp, id", (h,)).fetchall())
+            if rows:
+                yield HistoryKey.from_id(hkey), [_record(r) for r in rows]
+
+    async def all_bindings(self) -> list[tuple[str, str, str]]:
+        return await self._run(lambda c: [tuple(r) for r in c.execute(
+            "SELECT source_id, bot_id, namespace FROM bindings ORDER BY source_id, bot_id")])
 
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())

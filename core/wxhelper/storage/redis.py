@@ -1,0 +1,318 @@
+"""The shared history store on Redis (standalone, Sentinel or Cluster), on ``redis.asyncio``.
+
+Layout (``P`` is the key prefix, ``wx:`` by default; ``T`` is the hash tag of one
+history, the SHA-1 of :attr:`HistoryKey.id`, so every key of a history is in one
+Cluster slot and no user-controlled text ever reaches a key name)::
+
+    P{T}:meta          hash   id (the HistoryKey id), seq (insertion counter)
+    P{T}:users         zset   user_id -> last activity (the index a fair read starts from)
+    P{T}:oldest        zset   user_id -> timestamp of that user's oldest stored record (for purging)
+    P{T}:mids          zset   message_id -> timestamp (idempotent appends; count)
+    P{T}:u:<sha1(uid)> zset   that user's records, scored by timestamp (at most max_per_user)
+    Phistories         zset   HistoryKey id -> first write (what purge and migrate walk)
+    Pbindings          hash   JSON [source_id, bot_id] -> namespace
+
+A write is one EVALSHA (append, idempotency check, trim, index update, expiry);
+a fair read is one EVALSHA that computes the selection server-side (see
+:mod:`wxhelper.storage.redis_lua`). Every key of a history expires ``ttl``
+after its last write, so abandoned histories vanish without a scan; records
+older than the cycle are never read (``since``) and are deleted by
+:meth:`RedisStore.purge_expired`, which walks the history registry, not the keyspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+from typing import Any, AsyncIterator, Awaitable, Optional, TypeVar
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
+
+from ..fairness import (ALGORITHMS, TIME_DECAY_SCALE, WEIGHTED_ALGORITHMS, UserHistory, apply_weights,
+                        chronological, select)
+from ..messages import Record
+from . import redis_lua
+from .base import FairQuery, HistoryKey, HistoryStore, StoreError
+
+T = TypeVar("T")
+
+SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
+LUA_ALGORITHMS = frozenset({"max_min", "seed", "weighted", "time_decay", "quality", "hybrid"})
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_PREFIX = "wx:"
+
+
+def history_tag(key: HistoryKey) -> str:
+    """The Cluster hash tag of one history: hex SHA-1 of its unambiguous id."""
+    return hashlib.sha1(key.id.encode("utf-8")).hexdigest()
+
+
+def user_hash(user_id: str) -> str:
+    """What a user id becomes inside a key name (Lua computes the same with ``redis.sha1hex``)."""
+    return hashlib.sha1(user_id.encode("utf-8")).hexdigest()
+
+
+def encode_member(record: Record) -> str:
+    """The member of a record without its 16-digit sequence prefix (added by the append script)."""
+    score = record.score if math.isfinite(record.score) else 0.0
+    payload = json.dumps(
+        {"u": record.user_id, "s": record.source_id, "b": record.bot_id, "c": record.content,
+         "t": record.timestamp, "m": record.message_id, "q": record.score},
+        ensure_ascii=False, separators=(",", ":"),
+    )
+    mid = record.message_id
+    return f"{len(record.content)},{score!r},{len(mid.encode('utf-8'))}:{mid}{payload}"
+
+
+def decode_payload(payload: bytes | str) -> Record:
+    d = json.loads(payload)
+    return Record(user_id=d["u"], source_id=d["s"], bot_id=d["b"], content=d["c"], timestamp=d["t"],
+                  message_id=d["m"], score=d.get("q", 0.0))
+
+
+def decode_member(member: bytes) -> tuple[int, Record]:
+    """(seq, record) of a stored member."""
+    text = member.decode("utf-8")
+    seq = int(text[:16], 16)
+    a = text.index(",", 16)
+    b = text.index(",", a + 1)
+    c = text.index(":", b + 1)
+    mid_bytes = int(text[b + 1:c])
+    raw = text[c + 1:].encode("utf-8")
+    return seq, decode_payload(raw[mid_bytes:])
+
+
+def _hosts(netloc: str, default_port: int) -> tuple[list[tuple[str, int]], Optional[str], Optional[str]]:
+    """``[user:pass@]h1:p1,h2:p2`` → ([(h1, p1), (h2, p2)], username, password)."""
+    username = password = None
+    if "@" in netloc:
+        auth, netloc = netloc.rsplit("@", 1)
+        user, _, pw = auth.partition(":")
+        username, password = (unquote(user) or None), (unquote(pw) or None)
+    hosts = []
+    for part in netloc.split(","):
+        if not part:
+            continue
+        if part.startswith("["):
+            host, _, rest = part[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        else:
+            host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "")
+            port = int(port_text) if port_text else default_port
+        hosts.append((host, port))
+    if not hosts:
+        raise ValueError(f"store URL names no host: {netloc!r}")
+    return hosts, username, password
+
+
+class RedisStore(HistoryStore):
+    """The history store on Redis. ``url`` is ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``.
+
+    URL query options: ``socket_timeout`` (seconds, every connect and call),
+    ``prefix`` (key prefix, default ``wx:``).
+    """
+
+    scheme = "redis"
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in SCHEMES:
+            raise ValueError(f"store URL must start with one of {', '.join(s + '://' for s in SCHEMES)}, got {url!r}")
+        self.scheme = parsed.scheme
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        self.timeout = float(query.pop("socket_timeout", DEFAULT_TIMEOUT))
+        self.prefix = query.pop("prefix", DEFAULT_PREFIX)
+        self._url_display = f"{parsed.scheme}://{parsed.hostname or parsed.netloc.rsplit('@', 1)[-1]}"
+        self.client = self._connect(parsed, query)
+        self._append = self.client.register_script(redis_lua.APPEND)
+        self._read = self.client.register_script(redis_lua.READ)
+        self._purge = self.client.register_script(redis_lua.PURGE)
+        self._clear = self.client.register_script(redis_lua.CLEAR)
+        self.registry = f"{self.prefix}histories"
+        self.bindings = f"{self.prefix}bindings"
+
+    @classmethod
+    def from_url(cls, url: str) -> "RedisStore":
+        return cls(url)
+
+    def _connect(self, parsed: Any, query: dict[str, str]) -> Any:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        common: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 1),
+            "health_check_interval": 30,
+        }
+        if parsed.scheme in ("redis", "rediss"):
+            rest = urlencode(query)
+            base = parsed._replace(query=rest).geturl()
+            return Redis.from_url(base, **common)
+        hosts, username, password = _hosts(parsed.netloc, 26379 if parsed.scheme == "redis+sentinel" else 6379)
+        if query.get("ssl") in ("1", "true", "yes"):
+            common["ssl"] = True
+        if parsed.scheme == "redis+cluster":
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+            common.pop("retry")
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], username=username,
+                                password=password, **common)
+        from redis.asyncio.sentinel import Sentinel
+
+        parts = [p for p in parsed.path.split("/") if p]
+        if not parts:
+            raise ValueError("a redis+sentinel:// URL needs the master name: redis+sentinel://host:port/<master>/<db>")
+        master, db = unquote(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": self.timeout,
+                                                    "socket_connect_timeout": self.timeout,
+                                                    "password": query.get("sentinel_password")},
+                            **common)
+        return sentinel.master_for(master, db=db, username=username, password=password)
+
+    # -- plumbing ----------------------------------------------------------------------------
+    async def _call(self, what: str, coro: Awaitable[T]) -> T:
+        from redis.exceptions import RedisError
+
+        try:
+            return await asyncio.wait_for(coro, timeout=self.timeout * 3 + 1)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreError(f"redis store {self._url_display}: {what}: {type(exc).__name__}: {exc}") from exc
+
+    def _keys(self, key: HistoryKey) -> tuple[str, list[str]]:
+        """(user key prefix, [meta, users, oldest, mids]) of one history."""
+        base = f"{self.prefix}{{{history_tag(key)}}}:"
+        return base + "u:", [base + "meta", base + "users", base + "oldest", base + "mids"]
+
+    # -- the interface ---------------------------------------------------------------------------
+    async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
+        ukp, keys = self._keys(key)
+        ttl_ms = max(1, int(math.ceil(ttl * 1000)))
+        result = await self._call("append", self._append(
+            keys=keys + [ukp + user_hash(record.user_id)],
+            args=[record.user_id, repr(float(record.timestamp)), record.message_id, encode_member(record),
+                  max(0, int(max_per_user)), ttl_ms, key.id],
+        ))
+        if result == 2:  # the history's first record: register it for purge and migrate
+            await self._call("register", self.client.zadd(self.registry, {key.id: record.timestamp}, nx=True))
+        return bool(result)
+
+    def _read_args(self, key: HistoryKey, query: FairQuery, algorithm: str) -> tuple[list[str], list[Any]]:
+        ukp, keys = self._keys(key)
+        args: list[Any] = [ukp, algorithm, int(query.max_records), int(query.max_chars),
+                           repr(float(query.since)), repr(TIME_DECAY_SCALE)]
+        if algorithm in WEIGHTED_ALGORITHMS:
+            for user, weight in query.weights:
+                args += [user, repr(float(weight))]
+        return [keys[1]], args
+
+    async def fair_read(self, key: HistoryKey, query: FairQuery) -> list[Record]:
+        if query.algorithm not in ALGORITHMS:
+            select([], 1, 1, query.algorithm)  # raises ValueError naming the known ones
+        if query.max_records <= 0 or query.max_chars <= 0:
+            return []
+        if query.algorithm not in LUA_ALGORITHMS:  # registered elsewhere: run it on the candidates
+            return await super().fair_read(key, query)
+        keys, args = self._read_args(key, query, query.algorithm)
+        payloads = await self._call("fair read", self._read(keys=keys, args=args))
+        return chronological([decode_payload(p) for p in payloads])
+
+    async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
+        if query.max_records <= 0:
+            return []
+        keys, args = self._read_args(key, query, "__candidates__")
+        rows = await self._call("candidates", self._read(keys=keys, args=args))
+        out = []
+        for row in rows:
+            user_id, last_active, *payloads = row
+            out.append(UserHistory(user_id.decode("utf-8"), [decode_payload(p) for p in payloads],
+                                   float(last_active)))
+        return apply_weights(out, query.weights, query.algorithm) if query.weights else out
+
+    async def count(self, key: HistoryKey) -> int:
+        _, keys = self._keys(key)
+        return int(await self._call("count", self.client.zcard(keys[3])))
+
+    async def clear(self, key: HistoryKey) -> int:
+        ukp, keys = self._keys(key)
+        n = await self._call("clear", self._clear(keys=keys, args=[ukp]))
+        await self._call("clear", self.client.zrem(self.registry, key.id))
+        return int(n)
+
+    async def _history_ids(self) -> list[str]:
+        ids: list[str] = []
+        cursor = 0
+        while True:
+            cursor, chunk = await self._call("list histories", self.client.zscan(self.registry, cursor, count=1000))
+            ids.extend(member.decode("utf-8") for member, _score in chunk)
+            if not cursor:
+                return sorted(set(ids))
+
+    async def purge_expired(self, before: float) -> int:
+        """Delete records older than ``before`` in every registered history (not a keyspace scan)."""
+        ids = await self._history_ids()
+        total = 0
+        for start in range(0, len(ids), 64):
+            batch = ids[start:start + 64]
+
+            async def one(key_id: str) -> int:
+                ukp, keys = self._keys(HistoryKey.from_id(key_id))
+                n, gone = await self._call("purge", self._purge(keys=keys, args=[ukp, repr(float(before))]))
+                if gone:
+                    await self._call("purge", self.client.zrem(self.registry, key_id))
+                return int(n)
+
+            total += sum(await asyncio.gather(*(one(i) for i in batch)))
+        return total
+
+    async def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:  # type: ignore[override]
+        for key_id in await self._history_ids():
+            key = HistoryKey.from_id(key_id)
+            ukp, keys = self._keys(key)
+            users: set[bytes] = set()
+            for zkey in (keys[1], keys[2]):
+                users.update(await self._call("dump", self.client.zrange(zkey, 0, -1)))
+            found: list[tuple[float, int, Record]] = []
+            for user in sorted(users):
+                members = await self._call("dump", self.client.zrange(
+                    ukp + user_hash(user.decode("utf-8")), 0, -1, withscores=True))
+                for member, score in members:
+                    seq, record = decode_member(member)
+                    found.append((score, seq, record))
+            if found:
+                found.sort(key=lambda item: (item[0], item[1]))
+                yield key, [record for _, _, record in found]
+
+    async def all_bindings(self) -> list[tuple[str, str, str]]:
+        raw = await self._call("bindings", self.client.hgetall(self.bindings))
+        out = []
+        for field, namespace in raw.items():
+            source_id, bot_id = json.loads(field)
+            out.append((source_id, bot_id, namespace.decode("utf-8")))
+        return sorted(out)
+
+    @staticmethod
+    def _binding_field(source_id: str, bot_id: str) -> str:
+        return json.dumps([source_id, bot_id], ensure_ascii=False)
+
+    async def get_binding(self, source_id: str, bot_id: str) -> Optional[str]:
+        value = await self._call("get binding", self.client.hget(self.bindings, self._binding_field(source_id, bot_id)))
+        return value.decode("utf-8") if value is not None else None
+
+    async def set_binding(self, source_id: str, bot_id: str, namespace: Optional[str]) -> None:
+        field = self._binding_field(source_id, bot_id)
+        if namespace is None:
+            await self._call("set binding", self.client.hdel(self.bindings, field))
+        else:
+            await self._call("set binding", self.client.hset(self.bindings, field, namespace))
+
+    async def ping(self) -> None:
+        await self._call("ping", self.client.ping())
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a client whose server is gone must not raise
+            pass

@@ -1,0 +1,283 @@
+"""The storage contract, run against every backend: SQLite, a real Redis and a real 3-master Redis Cluster.
+
+The fair-read tests compare each backend with :func:`wxhelper.fairness.select` on
+a reference model of the same data (insertion order breaks timestamp ties, as
+both backends promise; the candidates are the ``max_records`` most recently active
+users, as :meth:`HistoryStore.candidates` says), for every algorithm, on seeded random histories with
+many ties in timestamps and activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from wxhelper.fairness import ALGORITHMS, UserHistory, apply_weights, by_recency, select
+from wxhelper.messages import Record
+from wxhelper.storage import FairQuery, HistoryKey, HistoryStore, StoreError, open_store
+
+BACKENDS = ["sqlite", "redis", "redis_cluster"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
+    else:
+        base = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+        url = f"{base}?prefix=t{uuid.uuid4().hex[:12]}:"
+    s = open_store(url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def rec(user: str, mid: str, ts: float, content: str = "hello", source: str = "g", bot: str = "b",
+        score: float = 0.0) -> Record:
+    return Record(user_id=user, source_id=source, bot_id=bot, content=content, timestamp=ts, message_id=mid,
+                  score=score)
+
+
+NOW = time.time()
+KEY = HistoryKey.shared("namespace", "board")
+
+
+class Model:
+    """What a backend must hold: insertion-ordered records, idempotent on message id, trimmed per user."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, Record]] = []
+        self.seq = 0
+
+    def append(self, record: Record, max_per_user: int) -> bool:
+        if any(r.message_id == record.message_id for _, r in self.records):
+            return False
+        self.seq += 1
+        self.records.append((self.seq, record))
+        mine = sorted(((r.timestamp, s) for s, r in self.records if r.user_id == record.user_id), reverse=True)
+        drop = {s for _, s in mine[max_per_user:]}
+        self.records = [(s, r) for s, r in self.records if s not in drop]
+        return True
+
+    def candidates(self, since: float, max_records: int) -> list[UserHistory]:
+        """The contract's candidates: the ``max_records`` most recently active users (ties: user id)."""
+        return by_recency(self.histories(since))[:max_records]
+
+    def histories(self, since: float) -> list[UserHistory]:
+        per_user: dict[str, list[tuple[int, Record]]] = {}
+        for s, r in self.records:
+            per_user.setdefault(r.user_id, []).append((s, r))
+        out = []
+        for user, items in per_user.items():
+            items.sort(key=lambda it: (it[1].timestamp, it[0]), reverse=True)
+            last = items[0][1].timestamp
+            kept = [r for _, r in items if r.timestamp >= since]
+            if last >= since and kept:
+                out.append(UserHistory(user, kept, last))
+        return out
+
+
+# -- basics ------------------------------------------------------------------------------------------
+async def test_append_is_idempotent_and_counts(store: HistoryStore) -> None:
+    assert await store.count(KEY) == 0
+    assert await store.append(KEY, rec("u1", "m1", NOW), max_per_user=10, ttl=3600) is True
+    assert await store.append(KEY, rec("u1", "m1", NOW, "changed"), max_per_user=10, ttl=3600) is False
+    assert await store.append(KEY, rec("u2", "m1", NOW + 1), max_per_user=10, ttl=3600) is False
+    assert await store.append(KEY, rec("u2", "m2", NOW + 1), max_per_user=10, ttl=3600) is True
+    assert await store.count(KEY) == 2
+    other = HistoryKey.chat("board", "g", "b")
+    assert await store.append(other, rec("u1", "m1", NOW), max_per_user=10, ttl=3600) is True
+    got = await store.fair_read(KEY, FairQuery(10, 1000))
+    assert [(r.message_id, r.content) for r in got] == [("m1", "hello"), ("m2", "hello")]
+
+
+async def test_trim_keeps_each_users_newest(store: HistoryStore) -> None:
+    for i in range(6):
+        await store.append(KEY, rec("loud", f"l{i}", NOW - 100 + i), max_per_user=3, ttl=3600)
+    await store.append(KEY, rec("quiet", "q0", NOW - 500), max_per_user=3, ttl=3600)
+    # an old record arriving late is trimmed at once (it is the oldest), and may be sent again
+    assert await store.append(KEY, rec("loud", "late", NOW - 1000), max_per_user=3, ttl=3600) is True
+    assert await store.count(KEY) == 4
+    cands = {h.user_id: [r.message_id for r in h.records] for h in await store.candidates(KEY, FairQuery(10, 10**6))}
+    assert cands == {"loud": ["l5", "l4", "l3"], "quiet": ["q0"]}
+    assert await store.append(KEY, rec("loud", "late", NOW - 1000), max_per_user=3, ttl=3600) is True
+
+
+async def test_since_filters_records_and_users(store: HistoryStore) -> None:
+    await store.append(KEY, rec("old", "o1", NOW - 1000), max_per_user=10, ttl=3600)
+    await store.append(KEY, rec("mixed", "x1", NOW - 900), max_per_user=10, ttl=3600)
+    await store.append(KEY, rec("mixed", "x2", NOW - 10), max_per_user=10, ttl=3600)
+    for algorithm in ALGORITHMS:
+        got = await store.fair_read(KEY, FairQuery(10, 1000, NOW - 500, algorithm))
+        assert [r.message_id for r in got] == ["x2"], algorithm
+    assert await store.count(KEY) == 3
+
+
+async def test_purge_and_clear(store: HistoryStore) -> None:
+    other = HistoryKey.chat("board", "group:{1}", "bot")
+    for i in range(5):
+        await store.append(KEY, rec(f"u{i % 2}", f"k{i}", NOW - i * 100), max_per_user=10, ttl=3600)
+        await store.append(other, rec("u", f"c{i}", NOW - i * 100), max_per_user=10, ttl=3600)
+    assert await store.purge_expired(NOW - 250) == 4
+    assert await store.count(KEY) == 3 and await store.count(other) == 3
+    got = await store.fair_read(KEY, FairQuery(10, 1000))
+    assert sorted(r.message_id for r in got) == ["k0", "k1", "k2"]
+    assert await store.purge_expired(NOW + 1) == 6
+    assert await store.count(KEY) == 0
+    assert await store.fair_read(KEY, FairQuery(10, 1000)) == []
+    # the history works again after being emptied
+    assert await store.append(KEY, rec("u0", "k0", NOW), max_per_user=10, ttl=3600) is True
+    await store.append(other, rec("u", "again", NOW), max_per_user=10, ttl=3600)
+    assert await store.clear(KEY) == 1
+    assert await store.count(KEY) == 0 and await store.count(other) == 1
+    assert await store.fair_read(KEY, FairQuery(10, 1000)) == []
+    assert await store.clear(KEY) == 0
+
+
+async def test_bindings(store: HistoryStore) -> None:
+    assert await store.get_binding("g1", "b") is None
+    await store.set_binding("g1", "b", "旅游")
+    await store.set_binding("g1", "b2", "other")
+    assert await store.get_binding("g1", "b") == "旅游"
+    await store.set_binding("g1", "b", "car")
+    assert await store.get_binding("g1", "b") == "car"
+    await store.set_binding("g1", "b", None)
+    assert await store.get_binding("g1", "b") is None
+    assert await store.get_binding("g1", "b2") == "other"
+    await store.ping()
+
+
+# -- fair reads equal the pure function ---------------------------------------------------------------
+def _random_history(rng: random.Random) -> tuple[list[Record], int]:
+    users = [f"u{i}" for i in range(rng.randint(1, 14))] + ["vip", "é{*}: 😀"]
+    rng.shuffle(users)
+    users = users[: rng.randint(1, len(users))]
+    out = []
+    grid = rng.choice([4, 40])
+    for i in range(rng.randint(1, 70)):
+        user = rng.choice(users) if rng.random() < 0.6 else users[0]
+        ts = NOW - rng.randint(0, grid) * 1800.0 - rng.choice([0.0, 0.0, 0.25, 1e-3])
+        content = rng.choice(["短", "hi", "a" * rng.randint(1, 90), "😀" * rng.randint(1, 9), "x y z" * rng.randint(1, 30)])
+        out.append(rec(user, f"m{i}", ts, content, score=rng.choice([0.0, 0.0, 1.0, 3.0, 16.0, 2.5])))
+    if rng.random() < 0.3:  # a duplicate delivery
+        out.append(out[rng.randrange(len(out))])
+    return out, rng.choice([2, 3, 5, 50])
+
+
+async def test_fair_read_equals_select_for_every_algorithm(store: HistoryStore) -> None:
+    rng = random.Random(20261121)
+    for case in range(40):
+        key = HistoryKey.chat("board", f"source {case}", "bot")
+        records, max_per_user = _random_history(rng)
+        model = Model()
+        for r in records:
+            expected = model.append(r, max_per_user)
+            assert await store.append(key, r, max_per_user=max_per_user, ttl=86400) is expected
+        assert await store.count(key) == len(model.records)
+        weights = (("vip", 3.0), ("u1", 2.0), ("é{*}: 😀", 0.5))
+        for _ in range(4):
+            query_since = rng.choice([0.0, NOW - 20 * 1800.0, NOW - 5 * 1800.0])
+            m, c = rng.choice([1, 2, 3, 5, 8, 20, 100]), rng.choice([1, 10, 60, 200, 1000, 10000])
+            for algorithm in ALGORITHMS:
+                query = FairQuery(m, c, query_since, algorithm, weights)
+                histories = model.candidates(query_since, m)
+                want = select(apply_weights(histories, weights, algorithm), m, c, algorithm)
+                if algorithm != "seed":  # seed alone may differ on the full data when activity ties at the cut
+                    assert want == select(apply_weights(model.histories(query_since), weights, algorithm), m, c,
+                                          algorithm)
+                got = await store.fair_read(key, query)
+                assert [r.message_id for r in got] == [r.message_id for r in want], (case, algorithm, m, c)
+                assert got == want
+                assert sum(len(r.content) for r in got) <= c and len(got) <= m
+
+
+async def test_candidates_are_bounded_and_newest_first(store: HistoryStore) -> None:
+    for i in range(30):
+        await store.append(KEY, rec(f"u{i % 6}", f"m{i}", NOW - i), max_per_user=50, ttl=3600)
+    cands = await store.candidates(KEY, FairQuery(3, 1000))
+    assert [h.user_id for h in cands] == ["u0", "u1", "u2"]
+    for h in cands:
+        assert len(h.records) == 3
+        assert [r.timestamp for r in h.records] == sorted((r.timestamp for r in h.records), reverse=True)
+
+
+# -- hostile ids -------------------------------------------------------------------------------------------
+HOSTILE = [":", "{", "}", "*", "{}", "a:b", "a", "a ", " a", "😀", "{tag}*:x", "x" * 256, "y" * 255 + "😀",
+           '["chat"', "\\", '"', "u:{1}"]
+
+
+async def test_hostile_ids_never_collide(store: HistoryStore) -> None:
+    keys = []
+    for i, text in enumerate(HOSTILE):
+        keys += [HistoryKey.shared("namespace", text), HistoryKey.chat(text, text, text),
+                 HistoryKey.chat("ns", text, "")]
+    keys += [HistoryKey.chat("a:b", "c", ""), HistoryKey.chat("a", "b:c", ""), HistoryKey.chat("a", "b", ":c")]
+    assert len({k.id for k in keys}) == len(keys)
+    for n, key in enumerate(keys):
+        for u, user in enumerate(HOSTILE):
+            assert await store.append(key, rec(user, f"{n}/{u}", NOW - u, f"{n}|{user}"), max_per_user=5, ttl=3600)
+    for n, key in enumerate(keys):
+        assert await store.count(key) == len(HOSTILE)
+        got = await store.fair_read(key, FairQuery(100, 10**6))
+        assert sorted(r.content for r in got) == sorted(f"{n}|{user}" for user in HOSTILE)
+        assert {r.user_id for r in got} == set(HOSTILE)
+        cands = await store.candidates(key, FairQuery(100, 10**6))
+        assert all(len(h.records) == 1 and h.records[0].user_id == h.user_id for h in cands)
+    await store.set_binding("{", "}", "a")
+    await store.set_binding("{}", "", "b")
+    await store.set_binding("", "{}", "c")
+    assert [await store.get_binding(*p) for p in [("{", "}"), ("{}", ""), ("", "{}")]] == ["a", "b", "c"]
+    assert await store.clear(keys[0]) == len(HOSTILE)
+    assert await store.count(keys[1]) == len(HOSTILE)
+
+
+# -- failures ------------------------------------------------------------------------------------------------
+def _silent_server() -> tuple[socket.socket, int]:
+    """A port that accepts connections and never answers (a hung server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    conns: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conns.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock, sock.getsockname()[1]
+
+
+async def test_unreachable_redis_raises_store_error_quickly() -> None:
+    from servers import RedisServer, free_port
+
+    server = RedisServer()
+    url = f"{server.url}?socket_timeout=0.5"
+    store = open_store(url)
+    await store.append(KEY, rec("u", "m", NOW), max_per_user=5, ttl=60)
+    server.stop()
+    silent, silent_port = _silent_server()
+    try:
+        for bad in (store, open_store(f"redis://127.0.0.1:{free_port()}/0?socket_timeout=0.5"),
+                    open_store(f"redis://127.0.0.1:{silent_port}/0?socket_timeout=0.5")):
+            for call in (bad.ping(), bad.fair_read(KEY, FairQuery(10, 100)), bad.count(KEY),
+                         bad.append(KEY, rec("u", "m2", NOW), max_per_user=5, ttl=60),
+                         bad.get_binding("s", "b"), bad.purge_expired(NOW)):
+                start = time.monotonic()
+                with pytest.raises(StoreError):
+                    await asyncio.wait_for(call, timeout=10)
+                assert time.monotonic() - start < 3.0
+            await bad.close()
+    finally:
+        silent.close()
