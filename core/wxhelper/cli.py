@@ -221,6 +221,8 @@ def _register_optional_commands() -> None:
     from .bench import bench
 
     main.add_command(bench)
+    from .migrate import migrate  # wxhelper migrate --from URL --to URL
+    main.add_command(migrate)
 
 
 _register_optional_commands()

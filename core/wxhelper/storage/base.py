@@ -118,6 +118,11 @@ class HistoryStore(ABC):
     async def ping(self) -> None:
         """Raise :class:`StoreError` when the store cannot be reached."""
 
+    async def append_many(self, key: HistoryKey, records: list[Record], *, max_per_user: int,
+                          ttl: float) -> list[bool]:
+        """Append records in order (bulk loads, migration); backends may batch the round trips."""
+        return [await self.append(key, r, max_per_user=max_per_user, ttl=ttl) for r in records]
+
     def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
         """Every history and all its records, oldest first (timestamp, then insertion order): for migration."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its histories")

@@ -126,6 +126,7 @@ class RedisStore(HistoryStore):
         self._url_display = f"{parsed.scheme}://{parsed.hostname or parsed.netloc.rsplit('@', 1)[-1]}"
         self.client = self._connect(parsed, query)
         self._append = self.client.register_script(redis_lua.APPEND)
+        self._append_many = self.client.register_script(redis_lua.APPEND_MANY)
         self._read = self.client.register_script(redis_lua.READ)
         self._purge = self.client.register_script(redis_lua.PURGE)
         self._clear = self.client.register_script(redis_lua.CLEAR)
@@ -198,6 +199,25 @@ class RedisStore(HistoryStore):
         if result == 2:  # the history's first record: register it for purge and migrate
             await self._call("register", self.client.zadd(self.registry, {key.id: record.timestamp}, nx=True))
         return bool(result)
+
+    async def append_many(self, key: HistoryKey, records: list[Record], *, max_per_user: int, ttl: float,
+                          batch: int = 500) -> list[bool]:
+        """Append records in order, ``batch`` per script call (bulk loads, migration; works on Cluster too)."""
+        ukp, keys = self._keys(key)
+        ttl_ms = max(1, int(math.ceil(ttl * 1000)))
+        out: list[bool] = []
+        new_history = False
+        for start in range(0, len(records), batch):
+            args: list[Any] = [ukp, max(0, int(max_per_user)), ttl_ms, key.id]
+            for record in records[start:start + batch]:
+                args += [record.user_id, repr(float(record.timestamp)), record.message_id, encode_member(record)]
+            results = await self._call("append", self._append_many(keys=keys, args=args))
+            new_history = new_history or any(r == 2 for r in results)
+            out.extend(bool(r) for r in results)
+        if new_history:
+            first = min((r.timestamp for r in records), default=0.0)
+            await self._call("register", self.client.zadd(self.registry, {key.id: first}, nx=True))
+        return out
 
     def _read_args(self, key: HistoryKey, query: FairQuery, algorithm: str) -> tuple[list[str], list[Any]]:
         ukp, keys = self._keys(key)

@@ -27,35 +27,56 @@ local function parse(m)
 end
 """
 
-APPEND = COMMON + r"""
+APPEND_FN = r"""
+-- append one record; returns 0 (duplicate message id), 1 (stored) or 2 (stored, the history's first)
+local function append(meta, users, oldest, mids, ukey, uid, ts, mid, rest, keep, ttl, hid)
+  if redis.call('ZSCORE', mids, mid) then return 0 end
+  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  if seq == 1 then redis.call('HSET', meta, 'id', hid) end
+  redis.call('ZADD', ukey, ts, string.format('%016x', seq) .. rest)
+  redis.call('ZADD', mids, ts, mid)
+  redis.call('ZADD', users, 'GT', ts, uid)
+  local n = redis.call('ZCARD', ukey)
+  if n > keep then
+    local old = redis.call('ZRANGE', ukey, 0, n - keep - 1)
+    for i = 1, #old do
+      local _, _, omid = parse(old[i])
+      redis.call('ZREM', mids, omid)
+    end
+    redis.call('ZREMRANGEBYRANK', ukey, 0, n - keep - 1)
+  end
+  local first = redis.call('ZRANGE', ukey, 0, 0, 'WITHSCORES')
+  if first[2] then redis.call('ZADD', oldest, first[2], uid) else redis.call('ZREM', oldest, uid) end
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', users, ttl)
+  redis.call('PEXPIRE', oldest, ttl)
+  redis.call('PEXPIRE', mids, ttl)
+  redis.call('PEXPIRE', ukey, ttl)
+  if seq == 1 then return 2 end
+  return 1
+end
+"""
+
+APPEND = COMMON + APPEND_FN + r"""
 -- KEYS: 1 meta hash, 2 users zset (user -> last active), 3 oldest zset (user -> oldest record),
 --       4 mids zset (message_id -> timestamp), 5 the user's records zset
 -- ARGV: 1 user_id, 2 timestamp, 3 message_id, 4 member without seq, 5 max_per_user, 6 ttl ms, 7 history id
-if redis.call('ZSCORE', KEYS[4], ARGV[3]) then return 0 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-if seq == 1 then redis.call('HSET', KEYS[1], 'id', ARGV[7]) end
-redis.call('ZADD', KEYS[5], ARGV[2], string.format('%016x', seq) .. ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[1])
-local n = redis.call('ZCARD', KEYS[5])
-local keep = tonumber(ARGV[5])
-if n > keep then
-  local old = redis.call('ZRANGE', KEYS[5], 0, n - keep - 1)
-  for i = 1, #old do
-    local _, _, mid = parse(old[i])
-    redis.call('ZREM', KEYS[4], mid)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[5], 0, n - keep - 1)
+return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+              tonumber(ARGV[5]), ARGV[6], ARGV[7])
+"""
+
+APPEND_MANY = COMMON + APPEND_FN + r"""
+-- bulk append (loads, migration), in order. KEYS: 1 meta, 2 users, 3 oldest, 4 mids
+-- ARGV: 1 user key prefix, 2 max_per_user, 3 ttl ms, 4 history id, then per record:
+--       user_id, timestamp, message_id, member without seq
+local out = {}
+local keep = tonumber(ARGV[2])
+for i = 5, #ARGV, 4 do
+  local uid = ARGV[i]
+  out[#out + 1] = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. redis.sha1hex(uid), uid,
+                         ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], keep, ARGV[3], ARGV[4])
 end
-local first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-if first[2] then
-  redis.call('ZADD', KEYS[3], first[2], ARGV[1])
-else
-  redis.call('ZREM', KEYS[3], ARGV[1])
-end
-for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ARGV[6]) end
-if seq == 1 then return 2 end
-return 1
+return out
 """
 
 READ = COMMON + r"""
