@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
+    from .commands import CommandHandler
     from .messages import InboundMessage
     from .namespace import Namespace
     from .settings import Settings
@@ -44,4 +45,20 @@ def prompt_context(namespace: "Namespace", message: "InboundMessage") -> Optiona
     plugins do not override keys set by earlier ones) and exposed to templates
     as ``extra``. User text in ``message`` is data: never build template source
     from it.
+    """
+
+
+@hookspec
+def register_commands(register: "Callable[..., None]") -> None:
+    """Register chat commands (``/名称|参数|参数``) this plugin supplies.
+
+    Call ``register(name, handler, help="…", owner_only=False)`` once per
+    command. ``handler(ctx, args)`` gets a :class:`wxhelper.commands.CommandContext`
+    (the message, its source, whether the sender is one of ``BOT_OWNER_IDS``, the
+    host) and the ``|``-separated arguments, and returns the reply text (it may
+    be a coroutine function). Commands are never sent to the LLM and never
+    recorded in any history. A name the host or an earlier plugin registered is
+    a clash: the first registration wins and the clash is reported under your
+    plugin. With ``owner_only=True`` the host refuses everyone but the owners
+    before your handler runs.
     """

@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
 
+from .commands import Command, CommandContext, CommandSet, build_commands, run_command
 from .knowledge import KnowledgeBase
 from .llm import LLM, LLMError
 from .messages import HistoryKind, InboundMessage, Passage, Record, Reply
 from .namespace import Namespace
 from .offline import offline_answer
+from .ordering import SourceGate, Turn
+from .phone import has_phone_number
 from .plugins import LoadedPlugins, PluginStatus, load_plugins
 from .prompt import PromptRenderer
-from .routing import choose_namespace, lookup
+from .routing import UnknownNamespace, choose_namespace, lookup
 from .settings import Settings
 from .storage import FairQuery, HistoryKey, HistoryStore, open_store
 
@@ -46,17 +49,24 @@ class Host:
         self.renderer = PromptRenderer(self.settings.templates_dir)
         self._purger: Optional[asyncio.Task] = None
         self._started = False
+        self.commands = CommandSet()
+        self._gate: Optional[SourceGate] = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "Host":
         if self._started:
             return self
         self.plugins = await asyncio.to_thread(load_plugins, self.settings)
+        self.commands = build_commands(self.plugins.manager, self.plugins.statuses)
         if self._store is None:
             self._store = open_store(self.settings.store_url)
+        self._gate = SourceGate(self._store, self.settings.source_lease_ttl,  # type: ignore[arg-type]
+                                self.settings.source_lease_ttl * 2)
         await self.purge_expired()
         self._purger = asyncio.create_task(self._purge_periodically())
         self._started = True
+        if self.settings.replay_on_start:
+            await self.replay()
         return self
 
     async def close(self) -> None:
@@ -95,6 +105,28 @@ class Host:
         return self._store
 
     @property
+    def gate(self) -> SourceGate:
+        if self._gate is None:
+            raise RuntimeError("Host is not started")
+        return self._gate
+
+    def _chat_bot(self, bot_id: str) -> str:
+        """The bot part of chat keys and source leases ('' when bots share chats)."""
+        return "" if self.settings.share_chat_across_bots else bot_id
+
+    async def namespaces_for(self, bot_id: str) -> dict[str, Namespace]:
+        """The preset namespaces (plugins) plus the custom ones this bot's owners added."""
+        namespaces = dict(self.namespaces)
+        for _bot, name, title in await self.store.custom_namespaces(bot_id):
+            if name not in namespaces:
+                namespaces[name] = custom_namespace(name, title)
+        return namespaces
+
+    @staticmethod
+    def find_namespace(namespaces: Mapping[str, Namespace], name_or_title: str) -> Optional[Namespace]:
+        return lookup(namespaces, name_or_title)
+
+    @property
     def namespaces(self) -> Mapping[str, Namespace]:
         if self.plugins is None:
             raise RuntimeError("Host is not started")
@@ -109,8 +141,6 @@ class Host:
     def namespace(self, name_or_title: str) -> Namespace:
         ns = lookup(self.namespaces, name_or_title)
         if ns is None:
-            from .routing import UnknownNamespace
-
             raise UnknownNamespace(name_or_title, sorted(self.namespaces))
         return ns
 
@@ -118,20 +148,22 @@ class Host:
         if kind == "chat":
             if not source_id:
                 raise ValueError("source_id is required for the chat history")
-            bot = "" if self.settings.share_chat_across_bots else (bot_id or self.settings.bot_id)
-            return HistoryKey.chat(namespace, source_id, bot)
+            return HistoryKey.chat(namespace, source_id, self._chat_bot(bot_id or self.settings.bot_id))
         return HistoryKey.shared(kind, namespace)
 
     # -- the main job ---------------------------------------------------------------
     async def handle(self, message: Union[InboundMessage, Mapping[str, Any]]) -> Reply:
-        """Handle one message: route, assemble a fair prompt, answer, record."""
-        turn = await self._prepare(message)
-        if turn.msg.channel == "friend_circle":
-            return await self._finish_friend_circle(turn)
-        started = time.perf_counter()
-        text, offline = await self._answer(turn.prompt, turn.content, turn.passages, turn.board, turn.degraded)
-        turn.timings["llm"] = _ms(started)
-        return await self._finish(turn, text, offline)
+        """Handle one message: route, assemble a fair prompt, answer, record.
+
+        Idempotent on ``message_id`` per bot: a message handled before gets its
+        first reply again and writes nothing.
+        """
+        reply: Optional[Reply] = None
+        async for item in self._run(message, streaming=False):
+            if isinstance(item, Reply):
+                reply = item
+        assert reply is not None
+        return reply
 
     async def stream(self, message: Union[InboundMessage, Mapping[str, Any]]) -> AsyncIterator[Union[str, Reply]]:
         """Handle one message, yielding text pieces as the LLM produces them, then the final :class:`Reply`.
@@ -140,75 +172,170 @@ class Host:
         its first piece, the offline answer (with an apology) is yielded
         instead; when it breaks midway, the apology follows what was sent.
         """
-        turn = await self._prepare(message)
-        if turn.msg.channel == "friend_circle":
-            yield await self._finish_friend_circle(turn)
-            return
-        started = time.perf_counter()
-        if not self.llm.available:
-            text, offline = offline_answer(turn.content, turn.passages, turn.board), True
-            yield text
-        else:
-            pieces: list[str] = []
-            offline = False
-            try:
-                async for piece in self.llm.stream(turn.prompt):
-                    pieces.append(piece)
-                    yield piece
-            except LLMError as exc:
-                log.error("LLM stream failed: %s", exc)
-                turn.degraded.append("llm")
-                offline = True
-                fallback = offline_answer(turn.content, turn.passages, turn.board, notice=APOLOGY)
-                piece = f"\n\n{fallback}" if pieces else fallback
-                pieces.append(piece)
-                yield piece
-            text = "".join(pieces)
-        turn.timings["llm"] = _ms(started)
-        reply = await self._finish(turn, text, offline)
-        if turn.truncated:
-            yield reply.text[len(text):]
-        yield reply
+        async for item in self._run(message, streaming=True):
+            yield item
 
-    async def _prepare(self, message: Union[InboundMessage, Mapping[str, Any]]) -> "_Turn":
+    async def _run(self, message: Union[InboundMessage, Mapping[str, Any]],
+                   streaming: bool) -> AsyncIterator[Union[str, Reply]]:
         if not self._started:
             await self.start()
         started = time.perf_counter()
         msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
         bot_id = msg.bot_id or self.settings.bot_id
+        cached = await self._final_reply(bot_id, msg.message_id)
+        if cached is None:
+            async with self.gate.turn(self._chat_bot(bot_id), msg.source_id) as turn:
+                cached = await self._final_reply(bot_id, msg.message_id)
+                if cached is None:
+                    earlier = await self.store.inbox_put(bot_id, msg.message_id, msg.model_dump_json(), time.time())
+                    async for item in self._process(msg, bot_id, turn, started, streaming,
+                                                    Reply.model_validate_json(earlier) if earlier else None):
+                        yield item
+                    return
+        if streaming and cached.text:
+            yield cached.text
+        yield cached
+
+    async def _final_reply(self, bot_id: str, message_id: str) -> Optional[Reply]:
+        stored = await self.store.reply_for(bot_id, message_id)
+        return Reply.model_validate_json(stored) if stored else None
+
+    async def _process(self, msg: InboundMessage, bot_id: str, turn: Turn, started: float, streaming: bool,
+                       earlier: Optional[Reply]) -> AsyncIterator[Union[str, Reply]]:
+        """The work of one message inside its source's turn; ``earlier`` is a reply a crashed run produced."""
+        if earlier is not None:  # answered before a crash: only the writes may be missing
+            await self._commit(turn, bot_id, msg, earlier)
+            if streaming and earlier.text:
+                yield earlier.text
+            yield earlier
+            return
+        command = self.commands.parse(msg.content) if msg.channel == "chat" else None
+        if command is not None:
+            reply = await self._command(msg, bot_id, *command)
+            await self._commit(turn, bot_id, msg, reply)
+            if streaming:
+                yield reply.text
+            yield reply
+            return
+        state = await self._prepare(msg, bot_id, started)
+        if msg.channel == "friend_circle":
+            reply = self._build_reply(state, "", offline=True, answered=False)
+            await self._commit(turn, bot_id, msg, reply, state)
+            yield reply
+            return
+        llm_started = time.perf_counter()
+        if streaming:
+            pieces: list[str] = []
+            offline = False
+            async for piece, is_offline in self._answer_stream(state):
+                pieces.append(piece)
+                offline = offline or is_offline
+                yield piece
+            text = "".join(pieces)
+        else:
+            text, offline = await self._answer(state.prompt, state.content, state.passages, state.board,
+                                               state.degraded)
+        state.timings["llm"] = _ms(llm_started)
+        reply = self._build_reply(state, text, offline)
+        await self._commit(turn, bot_id, msg, reply, state)
+        if streaming and reply.truncated:
+            yield reply.text[len(text):]
+        yield reply
+
+    async def _answer_stream(self, state: "_Turn") -> AsyncIterator[tuple[str, bool]]:
+        if not self.llm.available:
+            yield offline_answer(state.content, state.passages, state.board), True
+            return
+        sent = False
+        try:
+            async for piece in self.llm.stream(state.prompt):
+                sent = True
+                yield piece, False
+        except LLMError as exc:
+            log.error("LLM stream failed: %s", exc)
+            state.degraded.append("llm")
+            fallback = offline_answer(state.content, state.passages, state.board, notice=APOLOGY)
+            yield (f"\n\n{fallback}" if sent else fallback), True
+
+    async def _command(self, msg: InboundMessage, bot_id: str, command: Command, args: list[str]) -> Reply:
+        ctx = CommandContext(self, msg, bot_id, msg.source_id, msg.user_id in self.settings.owner_ids)
+        degraded: list[str] = []
+        try:
+            text = await run_command(command, ctx, args)
+        except Exception as exc:
+            log.error("command /%s of %s raised %s", command.name, command.plugin, type(exc).__name__)
+            degraded.append(f"plugin:{command.plugin}")
+            text = f"命令 /{command.name} 执行失败，请稍后再试。"
+        bound = await self.store.get_binding(msg.source_id, bot_id)
+        return Reply(text=text, namespace=bound or self.settings.default_namespace, source_id=msg.source_id,
+                     message_id=msg.message_id, offline=True, command=command.name, degraded=degraded)
+
+    async def _prepare(self, msg: InboundMessage, bot_id: str, started: float) -> "_Turn":
+        namespaces = await self.namespaces_for(bot_id)
         bound = await self.store.get_binding(msg.source_id, bot_id) if msg.namespace is None else None
-        ns = self.namespaces[choose_namespace(self.namespaces, msg.content, self.settings.default_namespace,
-                                              msg.namespace, bound)]
+        ns = namespaces[choose_namespace(namespaces, msg.content, self.settings.default_namespace,
+                                         msg.namespace, bound)]
         content = msg.content
         truncated = len(content) > self.settings.max_single_char
         if truncated:
             content = content[: self.settings.max_single_char]
-        turn = _Turn(msg=msg, bot_id=bot_id, ns=ns, content=content, truncated=truncated, started=started)
-        turn.accepted = self._accepts(ns, content, turn.degraded)
+        state = _Turn(msg=msg, bot_id=bot_id, ns=ns, content=content, truncated=truncated, started=started)
+        state.accepted = self._accepts(ns, content, state.degraded)
         if msg.channel == "chat":
-            await self._assemble(turn)
-        return turn
+            await self._assemble(state)
+        return state
 
-    async def _finish_friend_circle(self, turn: "_Turn") -> Reply:
+    def _build_reply(self, state: "_Turn", text: str, offline: bool, answered: bool = True) -> Reply:
         recorded: list[HistoryKind] = []
-        if turn.accepted and await self._append("friend_circle", turn.ns, turn.msg, turn.bot_id, turn.content):
+        if answered:
+            recorded.append("chat")
+            if state.accepted:
+                recorded.append("namespace")
+            if state.truncated:
+                text = f"{text}\n\n{TRUNCATED_NOTICE.format(limit=self.settings.max_single_char)}"
+        elif state.accepted:
             recorded.append("friend_circle")
-        turn.timings["total"] = _ms(turn.started)
-        return Reply(text="", namespace=turn.ns.name, source_id=turn.msg.source_id,
-                     message_id=turn.msg.message_id, recorded=recorded, answered=False, offline=True,
-                     truncated=turn.truncated, degraded=turn.degraded, timings=turn.timings)
+        state.timings["total"] = _ms(state.started)
+        return Reply(text=text, namespace=state.ns.name, source_id=state.msg.source_id,
+                     message_id=state.msg.message_id, recorded=recorded, prompt=state.prompt,
+                     retrieved=state.passages, offline=offline, truncated=state.truncated, answered=answered,
+                     degraded=state.degraded, timings=state.timings)
 
-    async def _finish(self, turn: "_Turn", text: str, offline: bool) -> Reply:
-        if turn.truncated:
-            text = f"{text}\n\n{TRUNCATED_NOTICE.format(limit=self.settings.max_single_char)}"
+    async def _commit(self, turn: Turn, bot_id: str, msg: InboundMessage, reply: Reply,
+                      state: Optional["_Turn"] = None) -> None:
+        """Attach the reply to the inbox entry, write the histories it names, then complete the entry."""
+        payload = reply.model_dump_json()
+        await self.store.inbox_answer(bot_id, msg.message_id, payload)
+        await self.gate.check(turn)
         started = time.perf_counter()
-        recorded = await self._record(turn.ns, turn.msg, turn.bot_id, turn.content, text, turn.accepted)
-        turn.timings["record"] = _ms(started)
-        turn.timings["total"] = _ms(turn.started)
-        return Reply(text=text, namespace=turn.ns.name, source_id=turn.msg.source_id,
-                     message_id=turn.msg.message_id, recorded=recorded, prompt=turn.prompt,
-                     retrieved=turn.passages, offline=offline, truncated=turn.truncated,
-                     degraded=turn.degraded, timings=turn.timings)
+        content = msg.content[: self.settings.max_single_char]
+        ns = reply.namespace
+        if "friend_circle" in reply.recorded:
+            await self._append("friend_circle", ns, msg, bot_id, content)
+        if "chat" in reply.recorded:
+            await self._append("chat", ns, msg, bot_id, content)
+            await self._append("chat", ns, msg, bot_id, reply.text, user_id=bot_id,
+                               message_id=f"{msg.message_id}#reply",
+                               timestamp=max(time.time(), msg.timestamp + 0.001))
+        if "namespace" in reply.recorded:
+            await self._append("namespace", ns, msg, bot_id, content)
+        if state is not None:
+            state.timings["record"] = _ms(started)
+        await self.store.inbox_complete(bot_id, msg.message_id, payload,
+                                        time.time() + self.settings.clear_cycle_seconds)
+
+    async def replay(self) -> int:
+        """Process every message left in the inbox by a crash; returns how many. Runs at start."""
+        count = 0
+        for bot_id, message_id, payload, _reply in await self.store.inbox_pending():
+            try:
+                await self.handle(InboundMessage.model_validate_json(payload))
+                count += 1
+            except Exception:
+                log.exception("replaying message %s of bot %s failed; it stays in the inbox", message_id, bot_id)
+        if count:
+            log.info("replayed %d messages from the inbox", count)
+        return count
 
     def _accepts(self, ns: Namespace, content: str, degraded: list[str]) -> bool:
         """The namespace's record filter; a filter that raises records nothing in the shared histories."""
@@ -228,7 +355,7 @@ class Host:
 
         def query(kind: HistoryKind) -> FairQuery:
             records, chars = self.settings.history_budget(kind)
-            return FairQuery(records, chars, since, algorithm)
+            return FairQuery(records, chars, since, algorithm, self.settings.user_weight_map)
 
         async def histories() -> tuple[list[Record], list[Record], list[Record]]:
             t0 = time.perf_counter()
@@ -304,29 +431,16 @@ class Host:
             degraded.append("llm")
             return offline_answer(content, passages, board, notice=APOLOGY), True
 
-    async def _append(self, kind: HistoryKind, ns: Namespace, msg: InboundMessage, bot_id: str,
+    async def _append(self, kind: HistoryKind, namespace: str, msg: InboundMessage, bot_id: str,
                       content: str, *, user_id: Optional[str] = None, message_id: Optional[str] = None,
                       timestamp: Optional[float] = None) -> bool:
         record = Record(user_id=user_id or msg.user_id, source_id=msg.source_id, bot_id=bot_id,
                         content=content, timestamp=timestamp if timestamp is not None else msg.timestamp,
                         message_id=message_id or msg.message_id)
-        key = self.history_key(kind, ns.name, msg.source_id, bot_id)
+        key = self.history_key(kind, namespace, msg.source_id, bot_id)
         await self.store.append(key, record, max_per_user=self.settings.max_user_record_count,
                                 ttl=self.settings.clear_cycle_seconds)
         return True
-
-    async def _record(self, ns: Namespace, msg: InboundMessage, bot_id: str, content: str,
-                      reply_text: str, accepted: bool) -> list[HistoryKind]:
-        recorded: list[HistoryKind] = []
-        reply_time = max(time.time(), msg.timestamp + 0.001)
-        await self._append("chat", ns, msg, bot_id, content)
-        await self._append("chat", ns, msg, bot_id, reply_text, user_id=bot_id,
-                           message_id=f"{msg.message_id}#reply", timestamp=reply_time)
-        recorded.append("chat")
-        if accepted:
-            await self._append("namespace", ns, msg, bot_id, content)
-            recorded.append("namespace")
-        return recorded
 
     # -- reading and maintenance ----------------------------------------------------------
     async def history(self, namespace: str, kind: HistoryKind = "namespace", *, source_id: str = "",
@@ -335,7 +449,10 @@ class Host:
         """The fair selection of one history, exactly as a prompt would get it (oldest first)."""
         if not self._started:
             await self.start()
-        ns = self.namespace(namespace)
+        namespaces = await self.namespaces_for(bot_id or self.settings.bot_id)
+        ns = lookup(namespaces, namespace)
+        if ns is None:
+            raise UnknownNamespace(namespace, sorted(namespaces))
         default_records, default_chars = self.settings.history_budget(kind)
         query = FairQuery(
             default_records if max_records is None else max_records,
@@ -361,6 +478,12 @@ class Host:
             cb = (lambda done, total, _n=ns.name: progress(_n, done, total)) if progress else None
             out.append(await asyncio.to_thread(self.knowledge.index, ns, cb))
         return out
+
+
+def custom_namespace(name: str, title: str) -> Namespace:
+    """A category an owner added: the host's default templates and the phone filter, no corpus."""
+    return Namespace(name=name, title=title, description="自定义分类", keywords=(title,),
+                     record_filter=has_phone_number, plugin="custom")
 
 
 @dataclass

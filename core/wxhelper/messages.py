@@ -154,5 +154,7 @@ class Reply(BaseModel):
     """False for friend-circle posts, which are recorded but not answered."""
     degraded: list[str] = Field(default_factory=list)
     """Dependencies that failed while handling this message (``"llm"``, ``"knowledge"``, ``"plugin:<name>"``)."""
+    command: Optional[str] = None
+    """The command this message was (``"切换"``…); commands are not sent to the LLM nor recorded."""
     timings: dict[str, float] = Field(default_factory=dict)
     """Milliseconds spent per stage: ``history``, ``retrieval``, ``assembly`` (both plus rendering), ``llm``, ``record``, ``total``."""

@@ -133,3 +133,78 @@ class HistoryStore(ABC):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class Inbox(ABC):
+    """The crash-safe inbox: a message is stored before any work and leaves only when it is done.
+
+    States of an entry: ``pending`` (received), ``answered`` (its reply is
+    stored, history writes may be incomplete). ``complete`` removes the entry
+    and keeps the reply, so a re-delivered message gets the same reply and no
+    second history record.
+    """
+
+    @abstractmethod
+    async def inbox_put(self, bot_id: str, message_id: str, payload: str, received: float) -> Optional[str]:
+        """Store a message (its JSON) unless an entry for it already exists.
+
+        Returns the reply already attached to an existing entry (a run that
+        crashed after answering), else None.
+        """
+
+    @abstractmethod
+    async def inbox_answer(self, bot_id: str, message_id: str, reply: str) -> None:
+        """Attach the produced reply (JSON) to the entry, before the history writes start."""
+
+    @abstractmethod
+    async def inbox_complete(self, bot_id: str, message_id: str, reply: str, expires: float) -> None:
+        """Remove the entry and keep ``reply`` as the message's final reply until ``expires``."""
+
+    @abstractmethod
+    async def inbox_pending(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str, Optional[str]]]:
+        """Entries not completed, oldest first: ``(bot_id, message_id, payload, reply or None)``."""
+
+    @abstractmethod
+    async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
+        """The final reply (JSON) of a completed message, if it is still kept."""
+
+    @abstractmethod
+    async def inbox_depth(self) -> int:
+        """How many messages wait in the inbox (all bots)."""
+
+
+class Leases(ABC):
+    """Short leases with fencing tokens, so one source is handled by one process at a time."""
+
+    @abstractmethod
+    async def acquire_lease(self, name: str, ttl: float) -> Optional[int]:
+        """Take the lease for ``ttl`` seconds if it is free or expired; returns a fencing token
+        larger than every token issued before for ``name``, or None when someone else holds it."""
+
+    @abstractmethod
+    async def renew_lease(self, name: str, token: int, ttl: float) -> bool:
+        """Extend a lease still held with ``token``; False when it was lost."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, token: int) -> None:
+        """Give the lease up if it is still held with ``token``."""
+
+
+class Categories(ABC):
+    """Custom namespaces a bot's owner adds (the seed's 自定义分类), and dropping a namespace's data."""
+
+    @abstractmethod
+    async def custom_namespaces(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str]]:
+        """``(bot_id, name, title)`` of the custom namespaces of one bot (or all bots)."""
+
+    @abstractmethod
+    async def add_custom_namespace(self, bot_id: str, name: str, title: str) -> bool:
+        """Add one; False when the bot has it already."""
+
+    @abstractmethod
+    async def delete_custom_namespace(self, bot_id: str, name: str) -> bool:
+        """Remove one; False when the bot has no such custom namespace."""
+
+    @abstractmethod
+    async def clear_namespace(self, namespace: str) -> int:
+        """Drop every history (chat of every source, board, friend circle) of ``namespace``."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional, TypeVar
 from urllib.parse import unquote, urlparse
 
 from ..fairness import UserHistory
 from ..messages import Record
-from .base import FairQuery, HistoryKey, HistoryStore, StoreError
+from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
 
 T = TypeVar("T")
 
@@ -43,6 +44,35 @@ CREATE TABLE IF NOT EXISTS users (
     PRIMARY KEY (hkey, user_id)
 );
 CREATE INDEX IF NOT EXISTS users_recent ON users(hkey, last_active DESC, user_id);
+CREATE TABLE IF NOT EXISTS inbox (
+    bot_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    reply TEXT,
+    received REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (bot_id, message_id)
+);
+CREATE TABLE IF NOT EXISTS replies (
+    bot_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (bot_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS replies_expiry ON replies(expires);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    token INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    held INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS custom_namespaces (
+    bot_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    title TEXT NOT NULL,
+    PRIMARY KEY (bot_id, name)
+);
 CREATE TABLE IF NOT EXISTS bindings (
     source_id TEXT NOT NULL,
     bot_id TEXT NOT NULL,
@@ -63,14 +93,15 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
-class SQLiteStore(HistoryStore):
+class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
     scheme = "sqlite"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                     timeout=10.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
@@ -166,6 +197,7 @@ class SQLiteStore(HistoryStore):
             conn.execute("BEGIN IMMEDIATE")
             n = conn.execute("DELETE FROM records WHERE timestamp<?", (before,)).rowcount
             conn.execute("DELETE FROM users WHERE last_active<?", (before,))
+            conn.execute("DELETE FROM replies WHERE expires<?", (time.time(),))
             conn.execute("COMMIT")
             return n
 
@@ -204,6 +236,115 @@ class SQLiteStore(HistoryStore):
     async def all_bindings(self) -> list[tuple[str, str, str]]:
         return await self._run(lambda c: [tuple(r) for r in c.execute(
             "SELECT source_id, bot_id, namespace FROM bindings ORDER BY source_id, bot_id")])
+
+    # -- inbox -------------------------------------------------------------------
+    async def inbox_put(self, bot_id: str, message_id: str, payload: str, received: float) -> Optional[str]:
+        def put(conn: sqlite3.Connection) -> Optional[str]:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT reply FROM inbox WHERE bot_id=? AND message_id=?",
+                               (bot_id, message_id)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO inbox(bot_id,message_id,payload,reply,received,seq)"
+                             " VALUES (?,?,?,NULL,?,(SELECT coalesce(max(seq),0)+1 FROM inbox))",
+                             (bot_id, message_id, payload, received))
+            conn.execute("COMMIT")
+            return row[0] if row else None
+
+        return await self._run(put)
+
+    async def inbox_answer(self, bot_id: str, message_id: str, reply: str) -> None:
+        await self._run(lambda c: c.execute(
+            "UPDATE inbox SET reply=? WHERE bot_id=? AND message_id=? AND reply IS NULL",
+            (reply, bot_id, message_id)))
+
+    async def inbox_complete(self, bot_id: str, message_id: str, reply: str, expires: float) -> None:
+        def done(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR IGNORE INTO replies(bot_id,message_id,reply,expires) VALUES (?,?,?,?)",
+                         (bot_id, message_id, reply, expires))
+            conn.execute("DELETE FROM inbox WHERE bot_id=? AND message_id=?", (bot_id, message_id))
+            conn.execute("COMMIT")
+
+        await self._run(done)
+
+    async def inbox_pending(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str, Optional[str]]]:
+        sql = "SELECT bot_id,message_id,payload,reply FROM inbox"
+        args: tuple = ()
+        if bot_id is not None:
+            sql += " WHERE bot_id=?"
+            args = (bot_id,)
+        rows = await self._run(lambda c: c.execute(sql + " ORDER BY seq", args).fetchall())
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
+        row = await self._run(lambda c: c.execute(
+            "SELECT reply FROM replies WHERE bot_id=? AND message_id=?", (bot_id, message_id)).fetchone())
+        return row[0] if row else None
+
+    async def inbox_depth(self) -> int:
+        return await self._run(lambda c: c.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    # -- leases ------------------------------------------------------------------
+    async def acquire_lease(self, name: str, ttl: float) -> Optional[int]:
+        def take(conn: sqlite3.Connection) -> Optional[int]:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT token, expires, held FROM leases WHERE name=?", (name,)).fetchone()
+            if row is not None and row[2] and row[1] > now:
+                conn.execute("ROLLBACK")
+                return None
+            token = (row[0] if row else 0) + 1
+            conn.execute("INSERT INTO leases(name,token,expires,held) VALUES (?,?,?,1) ON CONFLICT(name)"
+                         " DO UPDATE SET token=excluded.token, expires=excluded.expires, held=1",
+                         (name, token, now + ttl))
+            conn.execute("COMMIT")
+            return token
+
+        return await self._run(take)
+
+    async def renew_lease(self, name: str, token: int, ttl: float) -> bool:
+        cur = await self._run(lambda c: c.execute(
+            "UPDATE leases SET expires=? WHERE name=? AND token=? AND held=1 AND expires>?",
+            (time.time() + ttl, name, token, time.time())))
+        return cur.rowcount == 1
+
+    async def release_lease(self, name: str, token: int) -> None:
+        await self._run(lambda c: c.execute(
+            "UPDATE leases SET held=0 WHERE name=? AND token=?", (name, token)))
+
+    # -- custom namespaces -----------------------------------------------------------
+    async def custom_namespaces(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str]]:
+        sql = "SELECT bot_id,name,title FROM custom_namespaces"
+        args: tuple = ()
+        if bot_id is not None:
+            sql += " WHERE bot_id=?"
+            args = (bot_id,)
+        rows = await self._run(lambda c: c.execute(sql + " ORDER BY bot_id, name", args).fetchall())
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def add_custom_namespace(self, bot_id: str, name: str, title: str) -> bool:
+        cur = await self._run(lambda c: c.execute(
+            "INSERT OR IGNORE INTO custom_namespaces(bot_id,name,title) VALUES (?,?,?)", (bot_id, name, title)))
+        return cur.rowcount == 1
+
+    async def delete_custom_namespace(self, bot_id: str, name: str) -> bool:
+        cur = await self._run(lambda c: c.execute(
+            "DELETE FROM custom_namespaces WHERE bot_id=? AND name=?", (bot_id, name)))
+        return cur.rowcount == 1
+
+    async def clear_namespace(self, namespace: str) -> int:
+        def drop(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            keys = [r[0] for r in conn.execute("SELECT DISTINCT hkey FROM users").fetchall()
+                    if HistoryKey.from_id(r[0]).namespace == namespace]
+            n = 0
+            for key in keys:
+                n += conn.execute("DELETE FROM records WHERE hkey=?", (key,)).rowcount
+                conn.execute("DELETE FROM users WHERE hkey=?", (key,))
+            conn.execute("COMMIT")
+            return n
+
+        return await self._run(drop)
 
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
