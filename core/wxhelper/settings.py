@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     llm_stream: bool = Field(False, validation_alias=_env("WXHELPER_LLM_STREAM", "llm_stream"))
     temperature: Optional[float] = Field(None, validation_alias=_env("WXHELPER_TEMPERATURE", "temperature"))
 
+    # --- reliability ------------------------------------------------------------
+    bot_owner_ids: str = Field("", validation_alias=_env("BOT_OWNER_IDS", "bot_owner_ids"),
+                               description="Comma-separated user ids allowed to add and delete categories.")
+    source_lease_ttl: float = Field(30.0, gt=0, validation_alias=_env("WXHELPER_SOURCE_LEASE_TTL", "source_lease_ttl"))
+    replay_on_start: bool = Field(True, validation_alias=_env("WXHELPER_REPLAY_ON_START", "replay_on_start"))
+
     log_level: str = Field("INFO", validation_alias=_env("WXHELPER_LOG_LEVEL", "log_level"))
 
     @field_validator("fair_algorithm")
@@ -172,6 +178,10 @@ class Settings(BaseSettings):
             "namespace": (self.namespace_share, self.namespace_max_records),
         }[kind]
         return records, min(int(self.total_prompt_chars * share), self.max_history_content_char)
+
+    @property
+    def owner_ids(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.bot_owner_ids.split(",") if u.strip())
 
     def plugin_allow_list(self) -> Optional[list[str]]:
         """None: load every installed plugin. A list (maybe empty): only those distributions."""
