@@ -55,7 +55,7 @@ class InboundMessage(BaseModel):
     group_id: Optional[str] = None
     content: str
     message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    timestamp: float = Field(default_factory=time.time)
+    timestamp: float = Field(default_factory=time.time, allow_inf_nan=False)
     namespace: Optional[str] = None
     channel: Channel = "chat"
 
