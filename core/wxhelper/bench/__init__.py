@@ -15,3 +15,4 @@ def bench() -> None:
 
 
 from . import fairness as _fairness  # noqa: E402,F401  (registers `bench fairness`)
+from . import history as _history  # noqa: E402,F401  (registers `bench history`)

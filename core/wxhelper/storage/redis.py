@@ -8,6 +8,7 @@ Cluster slot and no user-controlled text ever reaches a key name)::
     P{T}:users         zset   user_id -> last activity (the index a fair read starts from)
     P{T}:oldest        zset   user_id -> timestamp of that user's oldest stored record (for purging)
     P{T}:mids          zset   message_id -> timestamp (idempotent appends; count)
+    P{T}:head          hash   user_id -> "<timestamp>|<newest record>" (a read's first records in one HMGET)
     P{T}:u:<sha1(uid)> zset   that user's records, scored by timestamp (at most max_per_user)
     Phistories         zset   HistoryKey id -> first write (what purge and migrate walk)
     Pbindings          hash   JSON [source_id, bot_id] -> namespace
@@ -31,6 +32,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from ..fairness import (ALGORITHMS, TIME_DECAY_SCALE, WEIGHTED_ALGORITHMS, UserHistory, apply_weights,
                         chronological, select)
+from pydantic import TypeAdapter
+
 from ..messages import Record
 from . import redis_lua
 from .base import FairQuery, HistoryKey, HistoryStore, StoreError
@@ -57,30 +60,35 @@ def encode_member(record: Record) -> str:
     """The member of a record without its 16-digit sequence prefix (added by the append script)."""
     score = record.score if math.isfinite(record.score) else 0.0
     payload = json.dumps(
-        {"u": record.user_id, "s": record.source_id, "b": record.bot_id, "c": record.content,
-         "t": record.timestamp, "m": record.message_id, "q": record.score},
+        {"user_id": record.user_id, "source_id": record.source_id, "bot_id": record.bot_id,
+         "content": record.content, "timestamp": record.timestamp, "message_id": record.message_id,
+         "score": record.score},
         ensure_ascii=False, separators=(",", ":"),
     )
     mid = record.message_id
     return f"{len(record.content)},{score!r},{len(mid.encode('utf-8'))}:{mid}{payload}"
 
 
-def decode_payload(payload: bytes | str) -> Record:
-    d = json.loads(payload)
-    return Record(user_id=d["u"], source_id=d["s"], bot_id=d["b"], content=d["c"], timestamp=d["t"],
-                  message_id=d["m"], score=d.get("q", 0.0))
+_RECORDS = TypeAdapter(list[Record])
+
+
+def payload_of(member: bytes) -> bytes:
+    """The JSON payload of a stored member (past the sequence number and the header)."""
+    b = member.index(b",", member.index(b",", 16) + 1)
+    c = member.index(b":", b + 1)
+    return member[c + 1 + int(member[b + 1:c]):]
+
+
+def decode_members(members: list[bytes]) -> list[Record]:
+    """Records from stored members, parsed and validated in one go (pydantic's JSON parser)."""
+    if not members:
+        return []
+    return _RECORDS.validate_json(b"[" + b",".join(payload_of(m) for m in members) + b"]")
 
 
 def decode_member(member: bytes) -> tuple[int, Record]:
     """(seq, record) of a stored member."""
-    text = member.decode("utf-8")
-    seq = int(text[:16], 16)
-    a = text.index(",", 16)
-    b = text.index(",", a + 1)
-    c = text.index(":", b + 1)
-    mid_bytes = int(text[b + 1:c])
-    raw = text[c + 1:].encode("utf-8")
-    return seq, decode_payload(raw[mid_bytes:])
+    return int(member[:16], 16), Record.model_validate_json(payload_of(member))
 
 
 def _hosts(netloc: str, default_port: int) -> tuple[list[tuple[str, int]], Optional[str], Optional[str]]:
@@ -183,9 +191,9 @@ class RedisStore(HistoryStore):
             raise StoreError(f"redis store {self._url_display}: {what}: {type(exc).__name__}: {exc}") from exc
 
     def _keys(self, key: HistoryKey) -> tuple[str, list[str]]:
-        """(user key prefix, [meta, users, oldest, mids]) of one history."""
+        """(user key prefix, [meta, users, oldest, mids, head]) of one history."""
         base = f"{self.prefix}{{{history_tag(key)}}}:"
-        return base + "u:", [base + "meta", base + "users", base + "oldest", base + "mids"]
+        return base + "u:", [base + "meta", base + "users", base + "oldest", base + "mids", base + "head"]
 
     # -- the interface ---------------------------------------------------------------------------
     async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
@@ -226,7 +234,7 @@ class RedisStore(HistoryStore):
         if algorithm in WEIGHTED_ALGORITHMS:
             for user, weight in query.weights:
                 args += [user, repr(float(weight))]
-        return [keys[1]], args
+        return [keys[1], keys[4]], args
 
     async def fair_read(self, key: HistoryKey, query: FairQuery) -> list[Record]:
         if query.algorithm not in ALGORITHMS:
@@ -236,8 +244,8 @@ class RedisStore(HistoryStore):
         if query.algorithm not in LUA_ALGORITHMS:  # registered elsewhere: run it on the candidates
             return await super().fair_read(key, query)
         keys, args = self._read_args(key, query, query.algorithm)
-        payloads = await self._call("fair read", self._read(keys=keys, args=args))
-        return chronological([decode_payload(p) for p in payloads])
+        members = await self._call("fair read", self._read(keys=keys, args=args))
+        return chronological(decode_members(members))
 
     async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
         if query.max_records <= 0:
@@ -247,8 +255,7 @@ class RedisStore(HistoryStore):
         out = []
         for row in rows:
             user_id, last_active, *payloads = row
-            out.append(UserHistory(user_id.decode("utf-8"), [decode_payload(p) for p in payloads],
-                                   float(last_active)))
+            out.append(UserHistory(user_id.decode("utf-8"), decode_members(payloads), float(last_active)))
         return apply_weights(out, query.weights, query.algorithm) if query.weights else out
 
     async def count(self, key: HistoryKey) -> int:

@@ -29,7 +29,7 @@ end
 
 APPEND_FN = r"""
 -- append one record; returns 0 (duplicate message id), 1 (stored) or 2 (stored, the history's first)
-local function append(meta, users, oldest, mids, ukey, uid, ts, mid, rest, keep, ttl, hid)
+local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest, keep, ttl, hid)
   if redis.call('ZSCORE', mids, mid) then return 0 end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   if seq == 1 then redis.call('HSET', meta, 'id', hid) end
@@ -47,6 +47,9 @@ local function append(meta, users, oldest, mids, ukey, uid, ts, mid, rest, keep,
   end
   local first = redis.call('ZRANGE', ukey, 0, 0, 'WITHSCORES')
   if first[2] then redis.call('ZADD', oldest, first[2], uid) else redis.call('ZREM', oldest, uid) end
+  local top = redis.call('ZREVRANGE', ukey, 0, 0, 'WITHSCORES')
+  if top[2] then redis.call('HSET', head, uid, top[2] .. '|' .. top[1]) else redis.call('HDEL', head, uid) end
+  redis.call('PEXPIRE', head, ttl)
   redis.call('PEXPIRE', meta, ttl)
   redis.call('PEXPIRE', users, ttl)
   redis.call('PEXPIRE', oldest, ttl)
@@ -59,41 +62,41 @@ end
 
 APPEND = COMMON + APPEND_FN + r"""
 -- KEYS: 1 meta hash, 2 users zset (user -> last active), 3 oldest zset (user -> oldest record),
---       4 mids zset (message_id -> timestamp), 5 the user's records zset
+--       4 mids zset (message_id -> timestamp), 5 head hash (user -> "<ts>|<newest member>"),
+--       6 the user's records zset
 -- ARGV: 1 user_id, 2 timestamp, 3 message_id, 4 member without seq, 5 max_per_user, 6 ttl ms, 7 history id
-return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
               tonumber(ARGV[5]), ARGV[6], ARGV[7])
 """
 
 APPEND_MANY = COMMON + APPEND_FN + r"""
--- bulk append (loads, migration), in order. KEYS: 1 meta, 2 users, 3 oldest, 4 mids
+-- bulk append (loads, migration), in order. KEYS: 1 meta, 2 users, 3 oldest, 4 mids, 5 head
 -- ARGV: 1 user key prefix, 2 max_per_user, 3 ttl ms, 4 history id, then per record:
 --       user_id, timestamp, message_id, member without seq
 local out = {}
 local keep = tonumber(ARGV[2])
 for i = 5, #ARGV, 4 do
   local uid = ARGV[i]
-  out[#out + 1] = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. redis.sha1hex(uid), uid,
+  out[#out + 1] = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1] .. redis.sha1hex(uid), uid,
                          ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], keep, ARGV[3], ARGV[4])
 end
 return out
 """
 
 READ = COMMON + r"""
--- KEYS: 1 users zset
+-- KEYS: 1 users zset, 2 head hash
 -- ARGV: 1 user key prefix, 2 algorithm (or '__candidates__'), 3 max_records, 4 max_chars,
 --       5 since, 6 time-decay scale, 7.. user, weight pairs
 local ukp, algo = ARGV[1], ARGV[2]
 local M, C, since, scale = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local weights = {}
-for i = 7, #ARGV, 2 do weights[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local find, sub, byte = string.find, string.sub, string.byte
 
 local function bytelt(a, b)
   local la, lb = #a, #b
   local n = la
   if lb < n then n = lb end
   for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
+    local x, y = byte(a, i), byte(b, i)
     if x ~= y then return x < y end
   end
   return la < lb
@@ -122,27 +125,52 @@ if #users == M and M > 0 then
   end
 end
 
+-- a user's records: u.r = {member1, score1, member2, score2, ...}, newest first, fetched lazily
+-- (the newest comes from the head hash, for every user in one HMGET)
 local function fetch(u, n)
-  local res = redis.call('ZREVRANGEBYSCORE', u.key, '+inf', since, 'WITHSCORES', 'LIMIT', #u.m, n)
-  for x = 1, #res, 2 do
-    local chars, q, mid, ps = parse(res[x])
-    local k = #u.m + 1
-    u.m[k] = res[x]; u.ch[k] = chars; u.q[k] = q; u.mid[k] = mid; u.ps[k] = ps
-    u.ts[k] = tonumber(res[x + 1])
+  if not u.key then u.key = ukp .. redis.sha1hex(u.id) end
+  local res = redis.call('ZREVRANGEBYSCORE', u.key, '+inf', since, 'WITHSCORES', 'LIMIT', u.n, n)
+  if u.n == 0 then
+    u.r = res
+  else
+    local r = u.r
+    for x = 1, #res do r[#r + 1] = res[x] end
   end
+  u.n = u.n + #res / 2
   if #res < 2 * n then u.done = true end
+end
+local function chars_of(m)
+  local a = find(m, ',', 17, true)
+  return tonumber(sub(m, 17, a - 1)), a
 end
 
 local cand = {}
 local first = M
-if #users > 0 then first = math.min(M, math.ceil(M / #users) + 1) end
+if #users > 0 then first = math.min(M, math.ceil(M / #users)) end
 if algo == '__candidates__' then first = M end
+local heads = {}
+local nsince = tonumber(since)
+for x = 1, #users, 1000 do
+  local got = redis.call('HMGET', KEYS[2], unpack(users, x, math.min(#users, x + 999)))
+  for y = 1, #got do heads[x + y - 1] = got[y] end
+end
 for x = 1, #users do
-  local u = {id = users[x], last = scores[x], key = ukp .. redis.sha1hex(users[x]),
-             m = {}, ch = {}, q = {}, mid = {}, ps = {}, ts = {}, done = false,
-             k = 0, cum = 0, qsum = 0.0, prev = 0.0}
-  fetch(u, first)
-  if #u.m > 0 then cand[#cand + 1] = u end
+  local u = {id = users[x], last = scores[x], n = 0, done = false, k = 0, cum = 0, qsum = 0.0, prev = 0.0}
+  local h = heads[x]
+  if h then
+    local bar = find(h, '|', 1, true)
+    local ts = sub(h, 1, bar - 1)
+    if tonumber(ts) >= nsince then
+      u.r = {sub(h, bar + 1), ts}
+      u.n = 1
+      if first > 1 then fetch(u, first - 1) end
+    else
+      u.done = true
+    end
+  else
+    fetch(u, first)
+  end
+  if u.n > 0 then cand[#cand + 1] = u end
 end
 
 if algo == '__candidates__' then
@@ -150,7 +178,7 @@ if algo == '__candidates__' then
   for x = 1, #cand do
     local u = cand[x]
     local row = {u.id, u.last}
-    for k = 1, #u.m do row[#row + 1] = string.sub(u.m[k], u.ps[k]) end
+    for k = 1, u.n do row[#row + 1] = u.r[2 * k - 1] end
     out[#out + 1] = row
   end
   return out
@@ -164,131 +192,185 @@ if algo == 'seed' then
   local chosen = {}
   for x = 1, #cand do
     local u = cand[x]
-    if #u.m < q and not u.done then fetch(u, q - #u.m) end
-    for k = 1, math.min(q, #u.m) do chosen[#chosen + 1] = {u.ts[k], u.id, u.mid[k], u, k} end
+    if u.n < q and not u.done then fetch(u, q - u.n) end
+    for k = 1, math.min(q, u.n) do chosen[#chosen + 1] = {tonumber(u.r[2 * k]), u.id, u.r[2 * k - 1]} end
   end
   table.sort(chosen, function(a, b)
     if a[1] ~= b[1] then return a[1] > b[1] end
     if a[2] ~= b[2] then return bytelt(b[2], a[2]) end
-    return bytelt(b[3], a[3])
+    local _, _, ma = parse(a[3])
+    local _, _, mb = parse(b[3])
+    return bytelt(mb, ma)
   end)
   local total = 0
   for x = 1, math.min(M, #chosen) do
-    local u, k = chosen[x][4], chosen[x][5]
-    if total + u.ch[k] > C then break end
-    total = total + u.ch[k]
-    out[#out + 1] = string.sub(u.m[k], u.ps[k])
+    local n = chars_of(chosen[x][3])
+    if total + n > C then break end
+    total = total + n
+    out[#out + 1] = chosen[x][3]
   end
   return out
 end
 
 local decay = (algo == 'time_decay' or algo == 'hybrid') and scale > 0
 local quality = (algo == 'quality' or algo == 'hybrid')
-local tref = cand[1].ts[1]
-for x = 2, #cand do if cand[x].ts[1] > tref then tref = cand[x].ts[1] end end
-for x = 1, #cand do
-  local w = weights[cand[x].id] or 1.0
-  if not (w > 0) then w = 1.0 end
-  cand[x].w = w
+local weighted = (algo == 'weighted' or algo == 'hybrid')
+local weights = {}
+if weighted then for a = 7, #ARGV, 2 do weights[ARGV[a]] = tonumber(ARGV[a + 1]) end end
+local tref = 0
+if decay then
+  tref = tonumber(cand[1].r[2])
+  for x = 2, #cand do
+    local t = tonumber(cand[x].r[2])
+    if t > tref then tref = t end
+  end
 end
 
--- a binary min-heap of events {level, rank, k}
-local heap = {}
-local function less(a, b)
-  if a[1] ~= b[1] then return a[1] < b[1] end
-  if a[2] ~= b[2] then return a[2] < b[2] end
-  return a[3] < b[3]
-end
-local function push(e)
-  local n = #heap + 1
-  heap[n] = e
+-- a binary min-heap of events (level, id = rank * (M + 1) + k, chars or -1 for a placeholder),
+-- in three parallel arrays: no table per event
+local hl, hi, hc, hn = {}, {}, {}, 0
+local mult = M + 1
+local function push(level, id, ch)
+  hn = hn + 1
+  local n = hn
   while n > 1 do
-    local p = math.floor(n / 2)
-    if less(heap[n], heap[p]) then heap[n], heap[p] = heap[p], heap[n]; n = p else break end
+    local p = (n - n % 2) / 2
+    local pl = hl[p]
+    if level < pl or (level == pl and id < hi[p]) then
+      hl[n], hi[n], hc[n] = pl, hi[p], hc[p]
+      n = p
+    else
+      break
+    end
   end
+  hl[n], hi[n], hc[n] = level, id, ch
 end
 local function pop()
-  local top = heap[1]
-  local n = #heap
-  heap[1] = heap[n]; heap[n] = nil; n = n - 1
-  local x = 1
-  while true do
-    local l, r, s = 2 * x, 2 * x + 1, x
-    if l <= n and less(heap[l], heap[s]) then s = l end
-    if r <= n and less(heap[r], heap[s]) then s = r end
-    if s == x then break end
-    heap[x], heap[s] = heap[s], heap[x]; x = s
+  local level, id, ch = hl[1], hi[1], hc[1]
+  local ll, li, lc = hl[hn], hi[hn], hc[hn]
+  hl[hn], hi[hn], hc[hn] = nil, nil, nil
+  hn = hn - 1
+  if hn > 0 then
+    local x = 1
+    while true do
+      local l = 2 * x
+      if l > hn then break end
+      local r = l + 1
+      local s = l
+      if r <= hn and (hl[r] < hl[l] or (hl[r] == hl[l] and hi[r] < hi[l])) then s = r end
+      if hl[s] < ll or (hl[s] == ll and hi[s] < li) then
+        hl[x], hi[x], hc[x] = hl[s], hi[s], hc[s]
+        x = s
+      else
+        break
+      end
+    end
+    hl[x], hi[x], hc[x] = ll, li, lc
   end
-  return top
+  return level, id, ch
 end
-local function advance(rank)
+
+-- The next event of a user. When its record is not fetched yet (and the level is a monotone
+-- function of the record: not for quality), push a placeholder at a lower bound of its level
+-- instead; the record is fetched only if the placeholder reaches the top of the heap (then the
+-- real event is pushed: it sorts after the placeholder, so the order is exactly the full sort's).
+local lazy = not quality
+local function advance(rank, fetched)
   local u = cand[rank]
   local k = u.k + 1
   if k > M then return end
-  if k > #u.m then
+  if k > u.n then
     if u.done then return end
-    fetch(u, math.max(#u.m, 4))
-    if k > #u.m then return end
+    if lazy and not fetched then
+      local lb = math.max(k / M, u.cum / C) * u.f / u.w
+      if lb < u.prev then lb = u.prev end
+      push(lb, rank * mult + k, -1)
+      return
+    end
+    fetch(u, math.max(u.n, 4))
+    if k > u.n then return end
   end
   u.k = k
-  u.cum = u.cum + u.ch[k]
+  local m = u.r[2 * k - 1]
+  local ch, a = chars_of(m)
+  u.cum = u.cum + ch
   local base = math.max(k / M, u.cum / C)
   local factor = 1.0
-  if decay then factor = 1.0 + (tref - u.ts[k]) / scale end
+  if decay then factor = 1.0 + (tref - tonumber(u.r[2 * k])) / scale end
+  u.f = factor
   if quality then
+    local b = find(m, ',', a + 1, true)
+    local q = tonumber(sub(m, a + 1, b - 1)) or 0
     local v = 1.0
-    if u.q[k] > 0 then v = 1.0 + math.sqrt(u.q[k]) end
+    if q > 0 then v = 1.0 + math.sqrt(q) end
     u.qsum = u.qsum + v
     factor = factor * (k / u.qsum)
   end
   local level = base * factor / u.w
   if level < u.prev then level = u.prev end
   u.prev = level
-  push({level, rank, k})
+  push(level, rank * mult + k, ch)
 end
 
-for x = 1, #cand do advance(x) end
+for x = 1, #cand do
+  local u = cand[x]
+  u.f = 1.0
+  u.w = 1.0
+  if weighted then
+    u.w = weights[u.id] or 1.0
+    if not (u.w > 0) then u.w = 1.0 end
+  end
+  advance(x, true)
+end
 local taken, chars = 0, 0
-while #heap > 0 do
-  local e = pop()
+while hn > 0 do
+  local _, id, ch = pop()
   if taken >= M then break end
-  local u, k = cand[e[2]], e[3]
-  if chars + u.ch[k] <= C then
+  local k = id % mult
+  local rank = (id - k) / mult
+  if ch < 0 then
+    advance(rank, true)
+  elseif chars + ch <= C then
     taken = taken + 1
-    chars = chars + u.ch[k]
-    out[#out + 1] = string.sub(u.m[k], u.ps[k])
-    advance(e[2])
+    chars = chars + ch
+    out[taken] = cand[rank].r[2 * k - 1]
+    advance(rank, false)
   end
 end
 return out
 """
 
 PURGE = r"""
--- KEYS: 1 meta, 2 users, 3 oldest, 4 mids ; ARGV: 1 user key prefix, 2 before
+-- KEYS: 1 meta, 2 users, 3 oldest, 4 mids, 5 head ; ARGV: 1 user key prefix, 2 before
 local before = '(' .. ARGV[2]
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', before)
 for i = 1, #stale do
   local key = ARGV[1] .. redis.sha1hex(stale[i])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', before)
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[2] then redis.call('ZADD', KEYS[3], first[2], stale[i]) else redis.call('ZREM', KEYS[3], stale[i]) end
+  if first[2] then
+    redis.call('ZADD', KEYS[3], first[2], stale[i])
+  else
+    redis.call('ZREM', KEYS[3], stale[i])
+    redis.call('HDEL', KEYS[5], stale[i])
+  end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', before)
 local n = redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', before)
 if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[4]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[3])
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[5])
   return {n, 1}
 end
 return {n, 0}
 """
 
 CLEAR = r"""
--- KEYS: 1 meta, 2 users, 3 oldest, 4 mids ; ARGV: 1 user key prefix
+-- KEYS: 1 meta, 2 users, 3 oldest, 4 mids, 5 head ; ARGV: 1 user key prefix
 for z = 2, 3 do
   local users = redis.call('ZRANGE', KEYS[z], 0, -1)
   for i = 1, #users do redis.call('DEL', ARGV[1] .. redis.sha1hex(users[i])) end
 end
 local n = redis.call('ZCARD', KEYS[4])
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return n
 """
