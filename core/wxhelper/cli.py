@@ -127,15 +127,22 @@ def namespaces(as_json: bool) -> None:
     async def go() -> list[dict[str, Any]]:
         async with Host(settings) as host:
             rows: list[dict[str, Any]] = []
+            lost = {(name, s.name): winner for s in host.plugin_statuses.values() for name, winner in s.clashes.items()}
             for ns in host.namespaces.values():
                 status = host.plugin_statuses[ns.plugin]
                 index = await asyncio.to_thread(host.knowledge.status, ns)
                 rows.append({"name": ns.name, "title": ns.title, "plugin": ns.plugin, "version": ns.version,
                              "status": "loaded", "errors": status.errors, "keywords": list(ns.keywords),
+                             "clashes": sorted(p for (n, p) in lost if n == ns.name),
                              "passages": index.get("passages"), "indexed": index.get("indexed"),
                              "embedding": index.get("embedding")})
+            for (name, plugin), winner in lost.items():  # a clash: first registration wins, the rest are listed
+                status = host.plugin_statuses[plugin]
+                rows.append({"name": name, "title": None, "plugin": plugin, "version": status.version,
+                             "status": "clashed", "winner": winner,
+                             "errors": [f"namespace {name!r} is already registered by {winner!r}; this one is ignored"]})
             for status in host.plugin_statuses.values():
-                if status.status != "loaded":
+                if status.status != "loaded" or (not status.namespaces and not status.clashes and status.errors):
                     rows.append({"name": None, "title": None, "plugin": status.name, "version": status.version,
                                  "status": status.status, "errors": status.errors})
             return rows
@@ -145,10 +152,14 @@ def namespaces(as_json: bool) -> None:
         _dump(rows)
         return
     for row in rows:
-        if row["name"] is None:
+        if row["status"] == "clashed":
+            click.echo(f"! {row['name']}\t{row['plugin']} {row['version']}\tclashed\t{row['errors'][0]}")
+        elif row["name"] is None:
             click.echo(f"! {row['plugin']}: {row['status']}: {'; '.join(row['errors'])}")
         else:
             note = f"  ({'; '.join(row['errors'])})" if row["errors"] else ""
+            if row["clashes"]:
+                note += f"  (also offered by {', '.join(row['clashes'])}: ignored, first registration wins)"
             state = "indexed" if row["indexed"] else "not indexed"
             click.echo(f"{row['name']}\t{row['title']}\t{row['plugin']} {row['version']}\t{row['status']}\t"
                        f"{row['passages']} passages, {state}, {row['embedding']}{note}")
@@ -221,6 +232,10 @@ def _register_optional_commands() -> None:
     from .bench import bench
 
     main.add_command(bench)
+    from .check import check  # wxhelper check [DISTRIBUTION]…
+    main.add_command(check)
+    from .scaffold import new_plugin  # wxhelper new-plugin
+    main.add_command(new_plugin)
     from .migrate import migrate  # wxhelper migrate --from URL --to URL
     main.add_command(migrate)
 

@@ -182,6 +182,10 @@ class Host:
         started = time.perf_counter()
         msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
         bot_id = msg.bot_id or self.settings.bot_id
+        if msg.namespace is not None:  # reject before the inbox: a bad message must leave no trace
+            namespaces = await self.namespaces_for(bot_id)
+            if lookup(namespaces, msg.namespace) is None:
+                raise UnknownNamespace(msg.namespace, sorted(namespaces))
         cached = await self._final_reply(bot_id, msg.message_id)
         if cached is None:
             async with self.gate.turn(self._chat_bot(bot_id), msg.source_id) as turn:

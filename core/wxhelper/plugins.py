@@ -39,6 +39,8 @@ class PluginStatus:
     errors: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     builtin: bool = False
+    clashes: dict[str, str] = field(default_factory=dict)
+    """Namespaces this plugin offered that another plugin had registered first: name → that plugin."""
 
     def fail(self, reason: str) -> None:
         self.status = "failed"
@@ -72,7 +74,9 @@ def load_plugins(settings: Settings) -> LoadedPlugins:
         _register(pm, status, lambda m=module_name: importlib.import_module(m))
     allow = settings.plugin_allow_list()
     allowed = None if allow is None else {canonical(n) for n in allow}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (_dist_name(e), e.name)):
+    # Sorted by normalised distribution name, so the first-registration-wins rule for clashing
+    # namespaces does not depend on install order, sys.path order or how a name is spelled.
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (canonical(_dist_name(e)), e.name)):
         dist = _dist_name(ep)
         if allowed is not None and canonical(dist) not in allowed:
             continue
@@ -156,6 +160,7 @@ def _collect_namespaces(
                 status.errors.append(
                     f"namespace {ns.name!r} clashes with plugin {owner.plugin!r}, which registered it first; ignored"
                 )
+                status.clashes[ns.name] = owner.plugin
                 log.error("plugin %s: namespace %r already registered by %s", status.name, ns.name, owner.plugin)
                 continue
             stamped = _stamp(ns, status)

@@ -23,11 +23,12 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Sequence
 
 from .fake_llm import FakeLLM
 from .host import Host
-from .messages import Reply
+from .messages import InboundMessage, Passage, Record, Reply
+from .namespace import Namespace
 from .settings import Settings
 
 __all__ = ["FakeLLM", "host_for", "make_settings", "temporary_plugin", "prompt_text", "assert_in_prompt",
-           "assert_not_in_prompt"]
+           "assert_not_in_prompt", "load_namespace", "sample_context", "render_system_prompt"]
 
 _ISOLATED_ENV = {
     # Settings read the environment; tests should not pick up the developer's own configuration.
@@ -75,6 +76,87 @@ def assert_not_in_prompt(reply: Reply, *needles: str) -> None:
     text = prompt_text(reply)
     present = [n for n in needles if n in text]
     assert not present, f"unexpectedly in the prompt: {present!r}\n--- prompt ---\n{text}"
+
+
+def _load(name: str, plugins: Optional[Sequence[str]]) -> tuple[Namespace, Any]:
+    from .plugins import load_plugins
+
+    loaded = load_plugins(make_settings(Path("."), plugins))
+    if name not in loaded.namespaces:
+        problems = {s.name: s.errors for s in loaded.statuses.values() if s.errors}
+        raise LookupError(f"namespace {name!r} is not registered (loaded: {sorted(loaded.namespaces)}; "
+                          f"plugin errors: {problems})")
+    return loaded.namespaces[name], loaded
+
+
+def load_namespace(name: str, plugins: Optional[Sequence[str]] = None) -> Namespace:
+    """The registered :class:`Namespace` called ``name``, loading ``plugins`` (None: all installed) as the host does."""
+    return _load(name, plugins)[0]
+
+
+SAMPLE_TIME = 1_735_700_000.0  # 2025-01-01, a fixed time so rendered samples are stable
+
+
+def sample_context(namespace: Namespace, *, group: bool = True, empty: bool = False, **variables: Any) -> dict[str, Any]:
+    """Every variable ``system.j2`` receives, filled with realistic sample data (or empty lists with ``empty``).
+
+    Keyword arguments replace single variables: ``sample_context(ns, extra={"city": "苏州"})``.
+    """
+    message = InboundMessage(user_id="wxid_alice", group_id="group_1@chatroom" if group else None,
+                             content=f"{namespace.title}：有人知道怎么办吗？电话13812345678", timestamp=SAMPLE_TIME)
+    knowledge = [] if empty else [
+        Passage(text=f"{namespace.title}的示例资料：先核实对方身份，再付款。", source="sample.md",
+                heading="示例 › 注意事项", score=0.9),
+        Passage(text="没有标题的资料片段。", source="notes.txt", heading="", score=0.4),
+    ]
+    board = [] if empty else [
+        Record(user_id="wxid_bob", source_id="group_1@chatroom", bot_id="bot-1", message_id="m1",
+               content="出售闲置，价格面议，电话13912345678", timestamp=SAMPLE_TIME - 3600),
+        Record(user_id="wxid_carol", source_id="wxid_carol", bot_id="bot-1", message_id="m2",
+               content="求购，联系 0512-65123456 {{ 7*7 }}", timestamp=SAMPLE_TIME - 60),
+    ]
+    circle = [] if empty else [
+        Record(user_id="wxid_dave", source_id="wxid_dave", bot_id="bot-1", message_id="m3",
+               content="朋友圈：今天新到一批，18651234567", timestamp=SAMPLE_TIME - 120),
+    ]
+    context: dict[str, Any] = {
+        "namespace": namespace, "message": message, "bot_id": "bot-1", "now": "2025-01-01 12:00",
+        "knowledge": knowledge, "board": board, "friend_circle": circle, "extra": {},
+    }
+    unknown = set(variables) - set(context)
+    if unknown:
+        raise TypeError(f"unknown template variables {sorted(unknown)}; the host passes only {sorted(context)}")
+    context.update(variables)
+    return context
+
+
+def render_system_prompt(namespace: "Namespace | str", *, plugins: Optional[Sequence[str]] = None,
+                         templates_dir: Optional[Path] = None, group: bool = True, empty: bool = False,
+                         **variables: Any) -> str:
+    """Render a namespace's ``system.j2`` exactly as the host does, with :func:`sample_context` data.
+
+    Unlike the host, which falls back to its default template, a template error raises here
+    (``jinja2.UndefinedError`` for a variable the host does not pass). ``namespace`` is the name
+    of a registered namespace (``plugins`` are loaded as the host loads them, and ``extra`` is what
+    their ``prompt_context`` hooks return for the sample message) or a :class:`Namespace` (then
+    ``extra`` is ``{}`` unless given). ``templates_dir`` plays the operator's ``WXHELPER_TEMPLATES_DIR``.
+    """
+    from .prompt import SYSTEM_TEMPLATE, PromptRenderer
+
+    loaded = None
+    if isinstance(namespace, str):
+        ns, loaded = _load(namespace, plugins)
+    else:
+        ns = namespace
+    env = PromptRenderer(templates_dir).environment(ns)
+    context = sample_context(ns, group=group, empty=empty, **variables)
+    if loaded is not None and "extra" not in variables:  # what the plugins' prompt_context hooks return, as in the host
+        for impl in loaded.manager.hook.prompt_context.get_hookimpls():
+            kwargs = {"namespace": ns, "message": context["message"]}
+            result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            for key, value in (result or {}).items():
+                context["extra"].setdefault(str(key), value)
+    return env.get_template(SYSTEM_TEMPLATE).render(**context).strip()
 
 
 @contextlib.contextmanager
