@@ -55,3 +55,14 @@ def redis_cluster_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url() -> Iterator[str]:
+    from servers import RedisSentinel
+
+    sentinel = RedisSentinel()
+    try:
+        yield sentinel.url
+    finally:
+        sentinel.stop()

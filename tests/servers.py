@@ -143,3 +143,42 @@ class RedisCluster:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisSentinel:
+    """A master ``redis-server`` watched by one ``redis-server --sentinel`` (quorum 1) on loopback."""
+
+    def __init__(self, master_name: str = "wxmaster") -> None:
+        self.master = RedisServer()
+        self.master_name = master_name
+        self.dir = Path(tempfile.mkdtemp(prefix="wxhelper-sentinel-"))
+        self.port = free_port()
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+            f"logfile {self.dir / 'sentinel.log'}\n"
+            f"sentinel monitor {master_name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {master_name} 5000\n"
+        )
+        self.proc = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_ping(self.port, self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.master_name}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.master.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

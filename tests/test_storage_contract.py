@@ -1,4 +1,5 @@
-"""The storage contract, run against every backend: SQLite, a real Redis and a real 3-master Redis Cluster.
+"""The storage contract, run against every backend: SQLite, a real Redis, a real 3-master Redis Cluster
+and a Redis behind a real Sentinel.
 
 The fair-read tests compare each backend with :func:`wxhelper.fairness.select` on
 a reference model of the same data (insertion order breaks timestamp ties, as
@@ -24,7 +25,7 @@ from wxhelper.fairness import ALGORITHMS, UserHistory, apply_weights, by_recency
 from wxhelper.messages import Record
 from wxhelper.storage import FairQuery, HistoryKey, HistoryStore, StoreError, open_store
 
-BACKENDS = ["sqlite", "redis", "redis_cluster"]
+BACKENDS = ["sqlite", "redis", "redis_cluster", "redis_sentinel"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,7 +33,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
     else:
-        base = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+        base = request.getfixturevalue(f"{request.param}_url")
         url = f"{base}?prefix=t{uuid.uuid4().hex[:12]}:"
     s = open_store(url)
     try:
