@@ -7,10 +7,13 @@ import unicodedata
 import uuid
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_ID_CHARS = 256
 """Ids become storage keys and log fields; a longer id is a client bug, not a user."""
+
+MAX_CLOCK_SKEW = 300
+"""Seconds a message's timestamp may be ahead of this host's clock (bots' clocks drift)."""
 
 Channel = Literal["chat", "friend_circle"]
 HistoryKind = Literal["chat", "namespace", "friend_circle"]
@@ -85,13 +88,14 @@ class InboundMessage(BaseModel):
             return time.time()
         return value
 
-    @model_validator(mode="after")
-    def _sane_timestamp(self) -> "InboundMessage":
-        if self.timestamp < 0:
+    @field_validator("timestamp", mode="after")
+    @classmethod
+    def _sane_timestamp(cls, value: float) -> float:
+        if value < 0:
             raise ValueError("timestamp must be seconds since the epoch (>= 0)")
-        if self.timestamp > time.time() + 300:
-            raise ValueError("timestamp is more than 300 seconds in the future")
-        return self
+        if value > time.time() + MAX_CLOCK_SKEW:
+            raise ValueError(f"timestamp is more than {MAX_CLOCK_SKEW} seconds in the future")
+        return value
 
     @property
     def source_id(self) -> str:
