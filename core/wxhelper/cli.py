@@ -158,7 +158,7 @@ def namespaces(as_json: bool) -> None:
             click.echo(f"! {row['plugin']}: {row['status']}: {'; '.join(row['errors'])}")
         else:
             note = f"  ({'; '.join(row['errors'])})" if row["errors"] else ""
-            if row["clashes"]:
+            if row.get("clashes"):
                 note += f"  (also offered by {', '.join(row['clashes'])}: ignored, first registration wins)"
             state = "indexed" if row["indexed"] else "not indexed"
             click.echo(f"{row['name']}\t{row['title']}\t{row['plugin']} {row['version']}\t{row['status']}\t"
