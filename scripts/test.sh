@@ -16,7 +16,7 @@ fi
 PY="${PYTHON:-python3}"
 # The host editable (so tests see the working tree); the plugins as regular installs, exactly as a
 # third party's plugin would be installed, so missing package data fails here and not in production.
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,server]"
 "$PY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
   ./plugins/car_client ./plugins/qzzp ./plugins/lvyou
 

@@ -230,8 +230,10 @@ def index(namespace: Optional[str], force: bool) -> None:
 def _register_optional_commands() -> None:
     """Commands that live in their own modules (bench, serve, migrate) attach themselves here."""
     from .bench import bench
+    from .server.command import serve
 
     main.add_command(bench)
+    main.add_command(serve)
     from .check import check  # wxhelper check [DISTRIBUTION]…
     main.add_command(check)
     from .scaffold import new_plugin  # wxhelper new-plugin

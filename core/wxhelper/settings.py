@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -129,6 +129,14 @@ class Settings(BaseSettings):
                                description="Comma-separated user ids allowed to add and delete categories.")
     source_lease_ttl: float = Field(30.0, gt=0, validation_alias=_env("WXHELPER_SOURCE_LEASE_TTL", "source_lease_ttl"))
     replay_on_start: bool = Field(True, validation_alias=_env("WXHELPER_REPLAY_ON_START", "replay_on_start"))
+
+    # --- HTTP service (wxhelper serve, issue 6) ---------------------------------------
+    api_token: Optional[SecretStr] = Field(
+        None, validation_alias=_env("WXHELPER_API_TOKEN", "api_token"),
+        description="Bearer token every HTTP route but /healthz and /readyz requires; unset: no auth, loopback only.",
+    )
+    max_body: int = Field(1048576, ge=1, validation_alias=_env("WXHELPER_MAX_BODY", "max_body"),
+                          description="Largest HTTP request body in bytes; a larger one gets 413.")
 
     log_level: str = Field("INFO", validation_alias=_env("WXHELPER_LOG_LEVEL", "log_level"))
 

@@ -1,0 +1,259 @@
+"""``wxhelper bench serve``: the HTTP service's throughput and the host's own overhead, 1 and 2 workers.
+
+Starts, all on loopback and stopped at the end: a ``redis-server`` on a free port (the history
+store every worker shares), the stand-in LLM (:class:`wxhelper.fake_llm.FakeLLM`) in a process of
+its own, and ``wxhelper serve --workers N``. This process drives it over HTTP (httpx, keep-alive,
+a fixed number of requests in flight) with a fixed count of messages across many sources (groups
+and private chats) and the four namespaces, after a warm-up that is not counted.
+
+Reported per worker count: messages/s; the host's overhead per message, ``timings.total -
+timings.llm`` from each :class:`~wxhelper.messages.Reply` (routing, history reads, retrieval,
+rendering, writes), p50 and p99; the LLM's time apart (the stand-in's round trip, p50); and the
+client-side latency with the LLM time taken out (adds HTTP, JSON and queueing in the server).
+When the Redis store is not importable (or ``--store sqlite``) it runs over SQLite with 1 worker
+only and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from . import bench
+
+NAMESPACE_TEXTS = {
+    "car_client": ["想卖一辆2019年的卡罗拉，6万公里，电话13812345678", "二手车过户要带什么材料？",
+                   "收一台准新车，预算十万，联系13912345678", "事故车怎么验车？"],
+    "qzzp": ["试用期最长多久？", "招聘前端工程师，月薪2万，电话13712345678", "社保断缴有什么影响？",
+             "求职：会计，三年经验，13612345678"],
+    "lvyou": ["去日本旅游要签证吗", "五一去云南自驾，有同行的吗？电话13512345678", "三亚住哪里方便？",
+              "出境游要带什么证件"],
+    "聊天": ["你好，在吗", "今天天气怎么样", "这个助手怎么用？", "推荐一本书吧"],
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, proc: Optional[subprocess.Popen] = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise click.ClickException(f"the server exited with {proc.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise click.ClickException(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _stop(proc: Optional[subprocess.Popen]) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Redis:
+    def __init__(self, workdir: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise click.ClickException("redis-server is not installed (apt-get install -y redis-server)")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--protected-mode", "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise click.ClickException("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            s.recv(16)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+FAKE_LLM_SCRIPT = """
+import sys, time
+from wxhelper.fake_llm import FakeLLM
+fake = FakeLLM(reply=lambda body: "好的，收到。这是替身模型的回答。").start()
+print(fake.base_url, flush=True)
+sys.stdin.read()
+fake.stop()
+"""
+
+
+def _messages(count: int, sources: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    names = list(NAMESPACE_TEXTS)
+    out = []
+    for i in range(count):
+        s = rng.randrange(sources)
+        ns = names[i % len(names)]
+        group = f"bench-group-{s}" if s % 3 else None  # two thirds groups, one third private chats
+        user = f"bench-user-{rng.randrange(sources * 4)}" if group else f"bench-user-{s}"
+        out.append({"user_id": user, "group_id": group, "namespace": ns,
+                    "content": rng.choice(NAMESPACE_TEXTS[ns]) + f" #{i}"})
+    return out
+
+
+async def _drive(base: str, token: str, messages: list[dict[str, Any]], concurrency: int) -> tuple[float, list[dict]]:
+    import httpx
+
+    results: list[dict] = []
+    queue = iter(messages)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        async def worker() -> None:
+            for msg in queue:
+                t0 = time.perf_counter()
+                resp = await client.post("/v1/messages", json=msg)
+                elapsed = (time.perf_counter() - t0) * 1000.0
+                if resp.status_code != 200:
+                    raise click.ClickException(f"POST /v1/messages answered {resp.status_code}: {resp.text[:300]}")
+                timings = resp.json()["timings"]
+                results.append({"client_ms": elapsed, **timings})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, results
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))]
+
+
+@bench.command("serve")
+@click.option("--messages", "count", default=3000, show_default=True, help="Messages measured per run.")
+@click.option("--warmup", default=300, show_default=True, help="Messages sent first and not measured.")
+@click.option("--sources", default=300, show_default=True, help="Distinct sources (groups and private chats).")
+@click.option("--concurrency", default=16, show_default=True, help="Requests in flight.")
+@click.option("--workers", "worker_counts", default="1,2", show_default=True, help="Worker counts to run.")
+@click.option("--store", type=click.Choice(["redis", "sqlite"]), default="redis", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def serve_bench(count: int, warmup: int, sources: int, concurrency: int, worker_counts: str, store: str,
+                as_json: bool) -> None:
+    """Throughput and host overhead of `wxhelper serve` (Redis, stand-in LLM, loopback) for 1 and 2 workers."""
+    counts = [int(w) for w in worker_counts.split(",") if w.strip()]
+    note = ""
+    if store == "redis":
+        try:
+            from ..storage.redis import RedisStore  # noqa: F401
+        except ImportError as exc:
+            store, note = "sqlite", f"the Redis store is not importable ({exc}): SQLite, 1 worker"
+    if store == "sqlite":
+        counts = [1]
+    workdir = Path(tempfile.mkdtemp(prefix="wxhelper-bench-serve-"))
+    redis: Optional[_Redis] = None
+    fake: Optional[subprocess.Popen] = None
+    rows = []
+    try:
+        if store == "redis":
+            redis = _Redis(workdir)
+        fake = subprocess.Popen([sys.executable, "-c", FAKE_LLM_SCRIPT], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert fake.stdout is not None
+        llm_url = fake.stdout.readline().strip()
+        token = "bench-token"
+        env = {**os.environ, "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": llm_url,
+               "WXHELPER_API_TOKEN": token, "WXHELPER_DATA_DIR": str(workdir / "data"),
+               "WXHELPER_LOG_LEVEL": "WARNING"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        if redis is not None:
+            env["WXHELPER_STORE"] = redis.url
+        else:
+            env["WXHELPER_STORE"] = f"sqlite:///{workdir / 'history.sqlite3'}"
+        for workers in counts:
+            if redis is not None:
+                redis.flush()
+            port = free_port()
+            server = subprocess.Popen([sys.executable, "-m", "wxhelper", "serve", "--port", str(port),
+                                       "--workers", str(workers)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=open(workdir / f"serve-{workers}.log", "w"))
+            try:
+                base = f"http://127.0.0.1:{port}"
+                _wait_http(base + "/readyz", 120, server)
+                msgs = _messages(warmup + count, sources, seed=workers)
+                asyncio.run(_drive(base, token, msgs[:warmup], concurrency))
+                seconds, results = asyncio.run(_drive(base, token, msgs[warmup:], concurrency))
+            finally:
+                _stop(server)
+            overhead = [r["total"] - r.get("llm", 0.0) for r in results]
+            llm = [r.get("llm", 0.0) for r in results]
+            client_ex_llm = [r["client_ms"] - r.get("llm", 0.0) for r in results]
+            rows.append({
+                "workers": workers, "store": store, "messages": len(results), "concurrency": concurrency,
+                "msg_per_s": round(len(results) / seconds, 1),
+                "overhead_p50_ms": round(_pct(overhead, 0.5), 2), "overhead_p99_ms": round(_pct(overhead, 0.99), 2),
+                "llm_p50_ms": round(_pct(llm, 0.5), 2), "llm_p99_ms": round(_pct(llm, 0.99), 2),
+                "client_ex_llm_p50_ms": round(_pct(client_ex_llm, 0.5), 2),
+                "client_ex_llm_p99_ms": round(_pct(client_ex_llm, 0.99), 2),
+                "stage_p50_ms": {stage: round(statistics.median([r.get(stage, 0.0) for r in results]), 2)
+                                 for stage in ("history", "retrieval", "assembly", "record")},
+            })
+    finally:
+        _stop(fake)
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if as_json:
+        click.echo(json.dumps({"note": note, "rows": rows}, ensure_ascii=False, indent=2))
+        return
+    if note:
+        click.echo(f"note: {note}")
+    click.echo("| workers | store | messages | msg/s | host overhead p50 / p99 ms | LLM p50 / p99 ms "
+               "| client − LLM p50 / p99 ms | history / retrieval / assembly / record p50 ms |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        s = r["stage_p50_ms"]
+        click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} | {r['msg_per_s']} "
+                   f"| {r['overhead_p50_ms']} / {r['overhead_p99_ms']} | {r['llm_p50_ms']} / {r['llm_p99_ms']} "
+                   f"| {r['client_ex_llm_p50_ms']} / {r['client_ex_llm_p99_ms']} "
+                   f"| {s['history']} / {s['retrieval']} / {s['assembly']} / {s['record']} |")
