@@ -282,3 +282,64 @@ async def test_unreachable_redis_raises_store_error_quickly() -> None:
             await bad.close()
     finally:
         silent.close()
+
+
+# -- inbox, leases, custom namespaces (what the host needs besides histories) -------------------------------
+async def test_inbox_lifecycle(store: HistoryStore) -> None:
+    assert await store.inbox_depth() == 0
+    assert await store.inbox_put("b", "m1", '{"n":1}', NOW) is None
+    assert await store.inbox_put("b", "m1", '{"n":"again"}', NOW) is None  # pending, no reply yet
+    assert await store.inbox_put("b2", "m1", '{"n":2}', NOW) is None  # another bot: another entry
+    assert await store.inbox_put("b", "m:{2}", '{"n":3}', NOW) is None
+    await store.inbox_answer("b", "m1", '"first"')
+    await store.inbox_answer("b", "m1", '"second"')  # the first reply stays
+    assert await store.inbox_put("b", "m1", '{"n":1}', NOW) == '"first"'
+    assert await store.inbox_pending() == [("b", "m1", '{"n":1}', '"first"'), ("b2", "m1", '{"n":2}', None),
+                                           ("b", "m:{2}", '{"n":3}', None)]
+    assert [e[1] for e in await store.inbox_pending("b")] == ["m1", "m:{2}"]
+    assert await store.inbox_depth() == 3
+    await store.inbox_complete("b", "m1", '"final"', time.time() + 60)
+    assert await store.reply_for("b", "m1") == '"final"'
+    assert await store.reply_for("b2", "m1") is None
+    await store.inbox_complete("b2", "m1", '"kept a minute"', time.time() + 60)
+    assert [e[1] for e in await store.inbox_pending()] == ["m:{2}"]
+    assert await store.inbox_depth() == 1
+    await store.inbox_answer("b", "never-put", '"x"')
+    assert await store.inbox_depth() == 1
+
+
+async def test_leases_fence(store: HistoryStore) -> None:
+    first = await store.acquire_lease("source:{g1}", 30)
+    assert first is not None
+    assert await store.acquire_lease("source:{g1}", 30) is None
+    assert await store.acquire_lease("source:{g2}", 30) is not None
+    assert await store.renew_lease("source:{g1}", first, 30) is True
+    assert await store.renew_lease("source:{g1}", first + 1, 30) is False
+    await store.release_lease("source:{g1}", first + 1)  # not the holder's token: nothing happens
+    assert await store.acquire_lease("source:{g1}", 30) is None
+    await store.release_lease("source:{g1}", first)
+    second = await store.acquire_lease("source:{g1}", 0.2)
+    assert second is not None and second > first
+    await asyncio.sleep(0.35)
+    third = await store.acquire_lease("source:{g1}", 30)  # the holder let it expire
+    assert third is not None and third > second
+    assert await store.renew_lease("source:{g1}", second, 30) is False
+
+
+async def test_custom_namespaces_and_clear_namespace(store: HistoryStore) -> None:
+    assert await store.add_custom_namespace("b", "二手房", "二手房") is True
+    assert await store.add_custom_namespace("b", "二手房", "again") is False
+    assert await store.add_custom_namespace("b2", "pets", "Pets") is True
+    assert await store.custom_namespaces("b") == [("b", "二手房", "二手房")]
+    assert await store.custom_namespaces() == [("b", "二手房", "二手房"), ("b2", "pets", "Pets")]
+    assert await store.delete_custom_namespace("b", "二手房") is True
+    assert await store.delete_custom_namespace("b", "二手房") is False
+    mine = [HistoryKey.shared("namespace", "pets"), HistoryKey.chat("pets", "g1", "b"),
+            HistoryKey.shared("friend_circle", "pets")]
+    other = HistoryKey.shared("namespace", "pets2")
+    for i, key in enumerate(mine + [other]):
+        await store.append(key, rec("u", f"p{i}", NOW), max_per_user=5, ttl=3600)
+        await store.append(key, rec("v", f"q{i}", NOW), max_per_user=5, ttl=3600)
+    assert await store.clear_namespace("pets") == 6
+    assert [await store.count(k) for k in mine] == [0, 0, 0]
+    assert await store.count(other) == 2

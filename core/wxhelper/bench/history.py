@@ -164,6 +164,9 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
     from ..storage.redis import RedisStore
 
     sep = "&" if "?" in store_url else "?"
+    if "socket_timeout=" not in store_url:  # the seed design's LRANGE of 1e6 records takes seconds
+        store_url += f"{sep}socket_timeout=600"
+        sep = "&"
     store = open_store(f"{store_url}{sep}prefix={PREFIX}")
     if not isinstance(store, RedisStore):
         raise click.ClickException("bench history needs a redis:// (or rediss://, redis+cluster://) store URL")
@@ -231,12 +234,14 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
                         "kb": meter.moved(a, b) / reads / 1024, "round_trips": rt.sends / reads,
                         "records": chosen}
 
-                # -- the seed design's read, as many as fit in the time budget (at least 3)
+                # -- the seed design's read: as many as fit in the time budget, at least one (and three
+                #    when they fit)
                 times = []
                 a = await meter.snapshot()
                 with Counter() as rt:
                     budget_end = time.perf_counter() + seed_budget
-                    while len(times) < reads and (len(times) < 3 or time.perf_counter() < budget_end):
+                    while len(times) < reads and (not times or time.perf_counter() < budget_end
+                                                  or (len(times) < 3 and times[0] * 3 < seed_budget)):
                         t = time.perf_counter()
                         raw = await client.lrange(seed_key, 0, -1)
                         picked = seed_read(raw, max_records, max_chars)
@@ -291,13 +296,13 @@ def _line(r: dict[str, Any]) -> str:
     o, s, a = r["ours"], r["seed"], r["append"]
     return (f"| {r['users']:>6} | {r['stored']:>9,} | {o['p50_ms']:7.3f} | {o['p99_ms']:7.3f} | {o['server_us']:6.0f} "
             f"| {o['kb']:6.1f} | {o['round_trips']:4.1f} | {s['p50_ms']:10.1f} | {s['p99_ms']:10.1f} "
-            f"| {s['server_us']:9.0f} | {s['kb']:10.1f} | {s['round_trips']:4.1f} | {r['speedup']:8.0f}x "
+            f"| {s['server_us']:9.0f} | {s['kb']:10.1f} | {s['round_trips']:4.1f} | {s['reads']:3d} | {r['speedup']:8.0f}x "
             f"| {a['p50_ms']:6.3f} | {a['p99_ms']:6.3f} | {a['server_us']:5.0f} | {a['round_trips']:3.1f} "
             f"| {r['seed_append_p50_ms']:6.3f} | {r['bytes_per_record']['ours']:5.0f} | {r['bytes_per_record']['seed']:5.0f} |")
 
 
 HEADER = ("| users  |    stored | ours p50 ms | ours p99 ms | srv µs | KB/read | RT/read | seed p50 ms | seed p99 ms "
-          "| seed srv µs | seed KB/read | seed RT | seed/ours "
+          "| seed srv µs | seed KB/read | seed RT | seed reads | seed/ours "
           "| append p50 ms | append p99 ms | append srv µs | append RT | seed append p50 ms | B/record ours | B/record seed |")
 SEPARATOR = "|" + "|".join("---:" for _ in range(HEADER.count("|") - 1)) + "|"
 
@@ -333,7 +338,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
 @click.option("--reads", default=300, show_default=True, help="Timed reads of our store per cell.")
 @click.option("--writes", default=200, show_default=True, help="Timed appends per cell.")
 @click.option("--seed-budget", default=10.0, show_default=True,
-              help="Seconds of seed-design reads per cell (at least 3 reads).")
+              help="Seconds of seed-design reads per cell (at least one read).")
 @click.option("--max-records", default=100, show_default=True)
 @click.option("--max-chars", type=int, default=None, help="Default: the namespace history's budget from Settings.")
 @click.option("--algorithm", default="max_min", show_default=True)

@@ -36,7 +36,7 @@ from pydantic import TypeAdapter
 
 from ..messages import Record
 from . import redis_lua
-from .base import FairQuery, HistoryKey, HistoryStore, StoreError
+from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
 
 T = TypeVar("T")
 
@@ -114,7 +114,7 @@ def _hosts(netloc: str, default_port: int) -> tuple[list[tuple[str, int]], Optio
     return hosts, username, password
 
 
-class RedisStore(HistoryStore):
+class RedisStore(HistoryStore, Inbox, Leases, Categories):
     """The history store on Redis. ``url`` is ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``.
 
     URL query options: ``socket_timeout`` (seconds, every connect and call),
@@ -140,6 +140,17 @@ class RedisStore(HistoryStore):
         self._clear = self.client.register_script(redis_lua.CLEAR)
         self.registry = f"{self.prefix}histories"
         self.bindings = f"{self.prefix}bindings"
+        self.custom = f"{self.prefix}custom_namespaces"
+        inbox = f"{self.prefix}{{inbox}}:"
+        self._inbox_keys = [inbox + "payload", inbox + "answered", inbox + "order", inbox + "seq"]
+        self._reply_prefix = inbox + "reply:"
+        self._inbox_put = self.client.register_script(redis_lua.INBOX_PUT)
+        self._inbox_answer = self.client.register_script(redis_lua.INBOX_ANSWER)
+        self._inbox_complete = self.client.register_script(redis_lua.INBOX_COMPLETE)
+        self._inbox_pending = self.client.register_script(redis_lua.INBOX_PENDING)
+        self._lease_acquire = self.client.register_script(redis_lua.LEASE_ACQUIRE)
+        self._lease_renew = self.client.register_script(redis_lua.LEASE_RENEW)
+        self._lease_release = self.client.register_script(redis_lua.LEASE_RELEASE)
 
     @classmethod
     def from_url(cls, url: str) -> "RedisStore":
@@ -334,6 +345,87 @@ class RedisStore(HistoryStore):
             await self._call("set binding", self.client.hdel(self.bindings, field))
         else:
             await self._call("set binding", self.client.hset(self.bindings, field, namespace))
+
+    # -- the crash-safe inbox (keys {inbox}: payload, answered, order, seq, reply:<sha1>) ---------------
+    @staticmethod
+    def _inbox_field(bot_id: str, message_id: str) -> str:
+        return json.dumps([bot_id, message_id], ensure_ascii=False)
+
+    def _reply_key(self, field: str) -> str:
+        return self._reply_prefix + hashlib.sha1(field.encode("utf-8")).hexdigest()
+
+    async def inbox_put(self, bot_id: str, message_id: str, payload: str, received: float) -> Optional[str]:
+        field = self._inbox_field(bot_id, message_id)
+        result = await self._call("inbox", self._inbox_put(keys=self._inbox_keys, args=[field, payload]))
+        return result[1].decode("utf-8") if len(result) > 1 else None
+
+    async def inbox_answer(self, bot_id: str, message_id: str, reply: str) -> None:
+        await self._call("inbox", self._inbox_answer(keys=self._inbox_keys[:2],
+                                                     args=[self._inbox_field(bot_id, message_id), reply]))
+
+    async def inbox_complete(self, bot_id: str, message_id: str, reply: str, expires: float) -> None:
+        field = self._inbox_field(bot_id, message_id)
+        await self._call("inbox", self._inbox_complete(
+            keys=self._inbox_keys[:3] + [self._reply_key(field)], args=[field, reply, int(expires * 1000)]))
+
+    async def inbox_pending(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str, Optional[str]]]:
+        rows = await self._call("inbox", self._inbox_pending(keys=self._inbox_keys[:3]))
+        out: list[tuple[str, str, str, Optional[str]]] = []
+        for field, payload, reply in rows:
+            b, m = json.loads(field)
+            if bot_id is None or b == bot_id:
+                out.append((b, m, payload.decode("utf-8"), reply.decode("utf-8") if reply else None))
+        return out
+
+    async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
+        value = await self._call("inbox", self.client.get(self._reply_key(self._inbox_field(bot_id, message_id))))
+        return value.decode("utf-8") if value is not None else None
+
+    async def inbox_depth(self) -> int:
+        return int(await self._call("inbox", self.client.zcard(self._inbox_keys[2])))
+
+    # -- leases (server time, so that every host agrees on expiry) ------------------------------------
+    def _lease_key(self, name: str) -> str:
+        return f"{self.prefix}lease:{hashlib.sha1(name.encode('utf-8')).hexdigest()}"
+
+    async def acquire_lease(self, name: str, ttl: float) -> Optional[int]:
+        token = await self._call("lease", self._lease_acquire(keys=[self._lease_key(name)],
+                                                              args=[max(1, int(ttl * 1000))]))
+        return int(token) if token else None
+
+    async def renew_lease(self, name: str, token: int, ttl: float) -> bool:
+        return bool(await self._call("lease", self._lease_renew(keys=[self._lease_key(name)],
+                                                                args=[int(token), max(1, int(ttl * 1000))])))
+
+    async def release_lease(self, name: str, token: int) -> None:
+        await self._call("lease", self._lease_release(keys=[self._lease_key(name)], args=[int(token)]))
+
+    # -- custom namespaces ------------------------------------------------------------------------------
+    async def custom_namespaces(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str]]:
+        raw = await self._call("categories", self.client.hgetall(self.custom))
+        out = []
+        for field, title in raw.items():
+            b, name = json.loads(field)
+            if bot_id is None or b == bot_id:
+                out.append((b, name, title.decode("utf-8")))
+        return sorted(out)
+
+    async def add_custom_namespace(self, bot_id: str, name: str, title: str) -> bool:
+        field = json.dumps([bot_id, name], ensure_ascii=False)
+        return bool(await self._call("categories", self.client.hsetnx(self.custom, field, title)))
+
+    async def delete_custom_namespace(self, bot_id: str, name: str) -> bool:
+        field = json.dumps([bot_id, name], ensure_ascii=False)
+        return bool(await self._call("categories", self.client.hdel(self.custom, field)))
+
+    async def clear_namespace(self, namespace: str) -> int:
+        """Drop every history of ``namespace`` (walks the history registry, not the keyspace)."""
+        total = 0
+        for key_id in await self._history_ids():
+            key = HistoryKey.from_id(key_id)
+            if key.namespace == namespace:
+                total += await self.clear(key)
+        return total
 
     async def ping(self) -> None:
         await self._call("ping", self.client.ping())

@@ -374,3 +374,80 @@ local n = redis.call('ZCARD', KEYS[4])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return n
 """
+
+# -- the crash-safe inbox, leases (all keys of the inbox share the hash tag {inbox}) ------------------
+
+INBOX_PUT = r"""
+-- KEYS: 1 payloads hash, 2 replies-in-progress hash, 3 order zset, 4 seq counter
+-- ARGV: 1 field (JSON [bot_id, message_id]), 2 payload
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local reply = redis.call('HGET', KEYS[2], ARGV[1])
+  if reply then return {1, reply} end
+  return {1}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1])
+return {0}
+"""
+
+INBOX_ANSWER = r"""
+-- KEYS: 1 payloads, 2 replies-in-progress ; ARGV: 1 field, 2 reply
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) end
+return 1
+"""
+
+INBOX_COMPLETE = r"""
+-- KEYS: 1 payloads, 2 replies-in-progress, 3 order, 4 the final reply's key
+-- ARGV: 1 field, 2 reply, 3 expires (epoch ms)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[3]) > now then redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PXAT', ARGV[3]) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+INBOX_PENDING = r"""
+-- KEYS: 1 payloads, 2 replies-in-progress, 3 order
+local fields = redis.call('ZRANGE', KEYS[3], 0, -1)
+local out = {}
+for i = 1, #fields do
+  local payload = redis.call('HGET', KEYS[1], fields[i])
+  if payload then
+    local reply = redis.call('HGET', KEYS[2], fields[i])
+    out[#out + 1] = {fields[i], payload, reply or ''}
+    if not reply then out[#out][3] = false end
+  end
+end
+return out
+"""
+
+LEASE_ACQUIRE = r"""
+-- KEYS: 1 the lease hash (token, expires ms, held) ; ARGV: 1 ttl ms. Server time, so hosts agree.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('HMGET', KEYS[1], 'token', 'expires', 'held')
+if cur[3] == '1' and tonumber(cur[2]) > now then return false end
+local token = (tonumber(cur[1]) or 0) + 1
+redis.call('HSET', KEYS[1], 'token', token, 'expires', now + tonumber(ARGV[1]), 'held', 1)
+return token
+"""
+
+LEASE_RENEW = r"""
+-- KEYS: 1 the lease ; ARGV: 1 token, 2 ttl ms
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('HMGET', KEYS[1], 'token', 'expires', 'held')
+if cur[1] == ARGV[1] and cur[3] == '1' and tonumber(cur[2]) > now then
+  redis.call('HSET', KEYS[1], 'expires', now + tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+LEASE_RELEASE = r"""
+-- KEYS: 1 the lease ; ARGV: 1 token
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then redis.call('HSET', KEYS[1], 'held', 0) end
+return 1
+"""
