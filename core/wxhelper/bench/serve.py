@@ -2,7 +2,7 @@
 
 Starts, all on loopback and stopped at the end: a ``redis-server`` on a free port (the history
 store every worker shares), the stand-in LLM (:class:`wxhelper.fake_llm.FakeLLM`) in a process of
-its own, and ``wxhelper serve --workers N``. This process drives it over HTTP (httpx, keep-alive,
+its own, and ``wxhelper serve --workers N``. This process drives it over HTTP (a lean keep-alive HTTP/1.1 client,
 a fixed number of requests in flight) with a fixed count of messages across many sources (groups
 and private chats) and the four namespaces, after a warm-up that is not counted.
 
@@ -140,27 +140,75 @@ def _messages(count: int, sources: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-async def _drive(base: str, token: str, messages: list[dict[str, Any]], concurrency: int) -> tuple[float, list[dict]]:
-    import httpx
+class _Conn:
+    """A lean HTTP/1.1 keep-alive client for the driver: it must cost the shared CPU less than the server does."""
 
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.head = (f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: ").encode()
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _drive(port: int, token: str, messages: list[dict[str, Any]], concurrency: int) -> tuple[float, list[dict]]:
     results: list[dict] = []
-    queue = iter(messages)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:
-        async def worker() -> None:
-            for msg in queue:
-                t0 = time.perf_counter()
-                resp = await client.post("/v1/messages", json=msg)
-                elapsed = (time.perf_counter() - t0) * 1000.0
-                if resp.status_code != 200:
-                    raise click.ClickException(f"POST /v1/messages answered {resp.status_code}: {resp.text[:300]}")
-                timings = resp.json()["timings"]
-                results.append({"client_ms": elapsed, **timings})
+    bodies = iter([json.dumps(m, ensure_ascii=False).encode("utf-8") for m in messages])
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, results
+    async def worker() -> None:
+        conn = _Conn(port, token)
+        try:
+            for body in bodies:
+                t0 = time.perf_counter()
+                status, data = await conn.post(body)
+                elapsed = (time.perf_counter() - t0) * 1000.0
+                if status != 200:
+                    raise click.ClickException(f"POST /v1/messages answered {status}: {data[:300]!r}")
+                results.append({"client_ms": elapsed, **json.loads(data)["timings"]})
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, results
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children (the uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if current in procs:
+            total += procs[current][1]
+        todo.extend(child for child, (parent, _) in procs.items() if parent == current)
+    return total
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -174,11 +222,13 @@ def _pct(values: list[float], q: float) -> float:
 @click.option("--messages", "count", default=3000, show_default=True, help="Messages measured per run.")
 @click.option("--warmup", default=300, show_default=True, help="Messages sent first and not measured.")
 @click.option("--sources", default=300, show_default=True, help="Distinct sources (groups and private chats).")
-@click.option("--concurrency", default=16, show_default=True, help="Requests in flight.")
+@click.option("--concurrency", default=32, show_default=True, help="Requests in flight.")
+@click.option("--quiet", default=300, show_default=True,
+              help="Messages sent afterwards one at a time: the host's overhead without queueing.")
 @click.option("--workers", "worker_counts", default="1,2", show_default=True, help="Worker counts to run.")
 @click.option("--store", type=click.Choice(["redis", "sqlite"]), default="redis", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def serve_bench(count: int, warmup: int, sources: int, concurrency: int, worker_counts: str, store: str,
+def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: int, worker_counts: str, store: str,
                 as_json: bool) -> None:
     """Throughput and host overhead of `wxhelper serve` (Redis, stand-in LLM, loopback) for 1 and 2 workers."""
     counts = [int(w) for w in worker_counts.split(",") if w.strip()]
@@ -220,15 +270,22 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, worker_
             try:
                 base = f"http://127.0.0.1:{port}"
                 _wait_http(base + "/readyz", 120, server)
-                msgs = _messages(warmup + count, sources, seed=workers)
-                asyncio.run(_drive(base, token, msgs[:warmup], concurrency))
-                seconds, results = asyncio.run(_drive(base, token, msgs[warmup:], concurrency))
+                msgs = _messages(warmup + count + quiet, sources, seed=workers)
+                asyncio.run(_drive(port, token, msgs[:warmup], concurrency))
+                cpu0 = _tree_cpu(server.pid)
+                seconds, results = asyncio.run(_drive(port, token, msgs[warmup:warmup + count], concurrency))
+                cpu_ms = (_tree_cpu(server.pid) - cpu0) * 1000.0 / max(1, len(results))
+                _, unloaded = asyncio.run(_drive(port, token, msgs[warmup + count:], 1)) if quiet else (0, [])
             finally:
                 _stop(server)
             overhead = [r["total"] - r.get("llm", 0.0) for r in results]
             llm = [r.get("llm", 0.0) for r in results]
             client_ex_llm = [r["client_ms"] - r.get("llm", 0.0) for r in results]
+            idle = [r["total"] - r.get("llm", 0.0) for r in unloaded]
             rows.append({
+                "server_cpu_ms_per_msg": round(cpu_ms, 2),
+                "unloaded_overhead_p50_ms": round(_pct(idle, 0.5), 2) if idle else None,
+                "unloaded_overhead_p99_ms": round(_pct(idle, 0.99), 2) if idle else None,
                 "workers": workers, "store": store, "messages": len(results), "concurrency": concurrency,
                 "msg_per_s": round(len(results) / seconds, 1),
                 "overhead_p50_ms": round(_pct(overhead, 0.5), 2), "overhead_p99_ms": round(_pct(overhead, 0.99), 2),
@@ -236,7 +293,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, worker_
                 "client_ex_llm_p50_ms": round(_pct(client_ex_llm, 0.5), 2),
                 "client_ex_llm_p99_ms": round(_pct(client_ex_llm, 0.99), 2),
                 "stage_p50_ms": {stage: round(statistics.median([r.get(stage, 0.0) for r in results]), 2)
-                                 for stage in ("history", "retrieval", "assembly", "record")},
+                                 for stage in ("history", "retrieval", "assembly")},
             })
     finally:
         _stop(fake)
@@ -248,12 +305,16 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, worker_
         return
     if note:
         click.echo(f"note: {note}")
-    click.echo("| workers | store | messages | msg/s | host overhead p50 / p99 ms | LLM p50 / p99 ms "
-               "| client − LLM p50 / p99 ms | history / retrieval / assembly / record p50 ms |")
-    click.echo("|---:|---|---:|---:|---:|---:|---:|---|")
+    click.echo("| workers | store | messages (in flight) | msg/s | server CPU ms/msg | host overhead p50 / p99 ms "
+               "| unloaded overhead p50 / p99 ms | LLM p50 / p99 ms | client − LLM p50 / p99 ms "
+               "| history / retrieval / assembly p50 ms |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         s = r["stage_p50_ms"]
-        click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} | {r['msg_per_s']} "
-                   f"| {r['overhead_p50_ms']} / {r['overhead_p99_ms']} | {r['llm_p50_ms']} / {r['llm_p99_ms']} "
+        click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} ({r['concurrency']}) | {r['msg_per_s']} "
+                   f"| {r['server_cpu_ms_per_msg']} "
+                   f"| {r['overhead_p50_ms']} / {r['overhead_p99_ms']} "
+                   f"| {r['unloaded_overhead_p50_ms']} / {r['unloaded_overhead_p99_ms']} "
+                   f"| {r['llm_p50_ms']} / {r['llm_p99_ms']} "
                    f"| {r['client_ex_llm_p50_ms']} / {r['client_ex_llm_p99_ms']} "
-                   f"| {s['history']} / {s['retrieval']} / {s['assembly']} / {s['record']} |")
+                   f"| {s['history']} / {s['retrieval']} / {s['assembly']} |")

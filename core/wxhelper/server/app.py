@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from ..fairness import ALGORITHMS
 from ..host import Host
 from ..messages import MAX_ID_CHARS, InboundMessage, Record, Reply, _check_id
-from ..routing import UnknownNamespace
+from ..routing import UnknownNamespace, lookup
 from ..settings import Settings
 from ..storage import HistoryKey, StoreError
 from .guard import Guard
@@ -63,6 +63,7 @@ class NamespaceInfo(BaseModel):
     passages: Optional[int] = None
     indexed: Optional[bool] = None
     embedding: Optional[str] = None
+    custom_for_bot: Optional[str] = Field(None, description="Set for a custom namespace: the bot whose owners added it")
 
 
 class PluginInfo(BaseModel):
@@ -231,13 +232,19 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
     # -- namespaces and histories ---------------------------------------------------------------------
     @app.get("/v1/namespaces", tags=["namespaces"], response_model=NamespacesBody, responses={**E401},
              summary="Namespaces (name, title, plugin, index state) and the plugins' load status")
-    async def get_namespaces() -> Any:
+    async def get_namespaces(bot_id: Optional[str] = Query(None, max_length=MAX_ID_CHARS,
+                                                          description="Only this bot's custom namespaces")) -> Any:
+        if bot_id is not None:
+            _check_path_id(bot_id, "query", "bot_id")
         rows = []
         for ns in host.namespaces.values():
             index = await asyncio.to_thread(host.knowledge.status, ns)
             rows.append(NamespaceInfo(name=ns.name, title=ns.title, plugin=ns.plugin or "", version=ns.version or "",
                                       keywords=list(ns.keywords), passages=index.get("passages"),
                                       indexed=index.get("indexed"), embedding=index.get("embedding")))
+        custom = getattr(host.store, "custom_namespaces", None)
+        for owner, name, title in (await custom(bot_id) if custom is not None else []):
+            rows.append(NamespaceInfo(name=name, title=title, plugin="custom", keywords=[title], custom_for_bot=owner))
         plugins = [PluginInfo(name=s.name, version=s.version, status=s.status, errors=s.errors,
                               namespaces=list(s.namespaces)) for s in host.plugin_statuses.values()]
         return NamespacesBody(namespaces=rows, plugins=plugins)
@@ -276,12 +283,19 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         _check_path_id(source_id, "path", "source_id")
         if bot_id:
             _check_path_id(bot_id, "query", "bot_id")
-        names = [namespace_or_404(namespace)] if namespace is not None else list(host.namespaces)
+        bot = bot_id or settings.bot_id
+        known = await host.namespaces_for(bot) if hasattr(host, "namespaces_for") else dict(host.namespaces)
+        if namespace is not None:
+            found = lookup(known, namespace)
+            if found is None:
+                raise _NotFound(str(UnknownNamespace(namespace, sorted(known))))
+            names = [found.name]
+        else:
+            names = list(known)
         cleared = {}
         for name in names:
             cleared[name] = await host.store.clear(host.history_key("chat", name, source_id, bot_id))
-        bot = "" if settings.share_chat_across_bots else (bot_id or settings.bot_id)
-        return ClearedBody(source_id=source_id, bot_id=bot, cleared=cleared, total=sum(cleared.values()))
+        return ClearedBody(source_id=source_id, bot_id="" if settings.share_chat_across_bots else bot, cleared=cleared, total=sum(cleared.values()))
 
     @app.get("/v1/sources/{source_id}/export", tags=["sources"],
              responses={200: {"description": "The source's records, streamed (a JSON array, or CSV with a header)",
