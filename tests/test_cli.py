@@ -83,7 +83,7 @@ def test_index_then_namespaces(data_dir):
     assert {"聊天", "car_client", "qzzp", "lvyou"} <= set(by_name)
     assert by_name["car_client"]["title"] == "二手车" and by_name["car_client"]["plugin"] == "wxhelper-car-client"
     assert all(by_name[n]["indexed"] and by_name[n]["passages"] >= 5 for n in ("聊天", "car_client", "qzzp", "lvyou"))
-    assert by_name["lvyou"]["embedding"].startswith("wxhelper-hashed")
+    assert by_name["lvyou"]["embedding"].startswith("wxhelper-use-m3")  # the default embedding, no fallback
 
 
 def test_dotenv_file_is_read(data_dir):

@@ -65,10 +65,24 @@ class Settings(BaseSettings):
     # --- storage and knowledge ------------------------------------------------
     data_dir: Path = Field(Path(".wxhelper"), validation_alias=_env("WXHELPER_DATA_DIR", "data_dir"))
     store: Optional[str] = Field(None, validation_alias=_env("WXHELPER_STORE", "store"))
-    embedding: str = Field("hashed", validation_alias=_env("WXHELPER_EMBEDDING", "embedding"))
+    embedding: str = Field(
+        "use", validation_alias=_env("WXHELPER_EMBEDDING", "embedding"),
+        description="use (multilingual USE, default), hashed[:dims], openai:<model>, st:<path>, onnx:<path>.",
+    )
     chroma_url: Optional[str] = Field(None, validation_alias=_env("CHROMA_URL", "chroma_url"))
+    chroma_timeout: float = Field(
+        5.0, gt=0, validation_alias=_env("WXHELPER_CHROMA_TIMEOUT", "chroma_timeout"),
+        description="Seconds for connecting to and each call of a Chroma server (CHROMA_URL).",
+    )
     knowledge_top_k: int = Field(4, ge=0, validation_alias=_env("WXHELPER_KNOWLEDGE_TOP_K", "knowledge_top_k"))
-    knowledge_min_score: float = Field(0.05, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"))
+    knowledge_min_score: Optional[float] = Field(
+        None, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"),
+        description="Relevance floor (cosine); unset: the embedding's own (use 0.25, hashed 0.05).",
+    )
+    knowledge_hybrid: bool = Field(
+        False, validation_alias=_env("WXHELPER_KNOWLEDGE_HYBRID", "knowledge_hybrid"),
+        description="Fuse vector and lexical (BM25) rankings by reciprocal rank.",
+    )
 
     # --- Redis history store and fair-algorithm weights (issue 3) --------------------
     # WXHELPER_STORE wins, then REDIS_URL, then REDIS_HOST (+ PORT/DB/PASSWORD), then SQLite.

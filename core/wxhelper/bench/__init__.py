@@ -17,3 +17,4 @@ def bench() -> None:
 from . import fairness as _fairness  # noqa: E402,F401  (registers `bench fairness`)
 from . import history as _history  # noqa: E402,F401  (registers `bench history`)
 from . import serve as _serve  # noqa: E402,F401  (registers `bench serve`)
+from . import retrieval as _retrieval  # noqa: E402,F401  (registers `bench retrieval`)

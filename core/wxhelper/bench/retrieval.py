@@ -1,0 +1,202 @@
+"""``wxhelper bench retrieval``: does knowledge find the right passage, and how fast.
+
+For each embedding (and, with ``--hybrid``, each embedding fused with BM25 by
+reciprocal rank) the plugins' corpora are indexed into a fresh embedded Chroma
+in a temporary directory, then every query of the labelled evaluation set
+(``tests/data/retrieval_eval.jsonl``) is searched in its namespace:
+
+* recall@1, recall@3 and MRR (first relevant passage within the top 10), for
+  all queries and separately for the paraphrases and the English ones;
+* index throughput (passages embedded and added per second, model loaded) and
+  each plugin's whole-corpus first index time (fresh collection);
+* query p50/p99 (embedding the query + Chroma's search + the budget pass).
+
+A passage is relevant to a query when its source file matches one the label
+names and, if the label names a heading, when the passage's heading (or its
+last ``›`` segment) is that heading; so re-splitting a section keeps labels valid.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import click
+
+from . import bench
+
+EVAL_NAME = "retrieval_eval.jsonl"
+SEARCH_K = 10
+
+
+@dataclass
+class EvalItem:
+    id: str
+    namespace: str
+    kind: str  # direct | paraphrase | english
+    query: str
+    relevant: list[dict[str, str]]
+
+
+def default_eval_path() -> Path:
+    candidates = [Path.cwd() / "tests" / "data" / EVAL_NAME,
+                  Path(__file__).resolve().parents[3] / "tests" / "data" / EVAL_NAME]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise click.ClickException(f"no {EVAL_NAME} found (looked in {', '.join(map(str, candidates))}); use --eval")
+
+
+def load_eval(path: Path) -> list[EvalItem]:
+    items = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            raw = json.loads(line)
+            items.append(EvalItem(raw["id"], raw["namespace"], raw.get("kind", "direct"), raw["query"], raw["relevant"]))
+    return items
+
+
+def is_relevant(source: str, heading: str, labels: Iterable[dict[str, str]]) -> bool:
+    last = heading.split(" › ")[-1] if heading else ""
+    for label in labels:
+        if label["source"] != source:
+            continue
+        wanted = label.get("heading")
+        if not wanted or wanted in (heading, last):
+            return True
+    return False
+
+
+@dataclass
+class EvalResult:
+    embedding: str
+    hybrid: bool
+    ranks: dict[str, Optional[int]] = field(default_factory=dict)  # item id -> 1-based rank or None
+    kinds: dict[str, str] = field(default_factory=dict)
+    query_ms: list[float] = field(default_factory=list)
+    index_seconds: dict[str, float] = field(default_factory=dict)
+    passages: dict[str, int] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    def metrics(self, kind: Optional[str] = None) -> dict[str, float]:
+        ranks = [r for i, r in self.ranks.items() if kind is None or self.kinds[i] == kind]
+        n = max(len(ranks), 1)
+        return {
+            "n": len(ranks),
+            "recall@1": sum(1 for r in ranks if r == 1) / n,
+            "recall@3": sum(1 for r in ranks if r is not None and r <= 3) / n,
+            "mrr": sum(1.0 / r for r in ranks if r is not None) / n,
+        }
+
+    def misses(self, at: int = 3) -> list[str]:
+        return [i for i, r in self.ranks.items() if r is None or r > at]
+
+    @property
+    def passages_per_second(self) -> float:
+        total = sum(self.index_seconds.values())
+        return sum(self.passages.values()) / total if total else 0.0
+
+    def percentile(self, q: float) -> float:
+        values = sorted(self.query_ms)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def evaluate(embedding: str, items: list[EvalItem], data_dir: Path, hybrid: bool = False,
+             namespaces: Optional[dict[str, Any]] = None, repeats: int = 1) -> EvalResult:
+    """Index the namespaces the items use into ``data_dir`` with ``embedding`` and rank every query."""
+    from ..knowledge import KnowledgeBase
+    from ..plugins import load_plugins
+    from ..settings import Settings
+
+    settings = Settings(data_dir=data_dir, embedding=embedding, knowledge_min_score=-1.0,
+                        knowledge_hybrid=hybrid)
+    if namespaces is None:
+        namespaces = load_plugins(settings).namespaces
+    kb = KnowledgeBase(settings)
+    started = time.perf_counter()
+    resolved = kb.resolved  # loads the model
+    result = EvalResult(resolved.display, hybrid, load_seconds=time.perf_counter() - started)
+    from ..knowledge.index import clear_vector_cache
+
+    for name in sorted({item.namespace for item in items}):
+        ns = namespaces[name]
+        clear_vector_cache()  # measure embedding, not the process's cache
+        summary = kb.index(ns, force=True)
+        result.index_seconds[name] = summary.seconds
+        result.passages[name] = summary.total
+    for item in items:
+        ns = namespaces[item.namespace]
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            found = kb.search_sync(ns, item.query, SEARCH_K, 10**9)
+            result.query_ms.append((time.perf_counter() - t0) * 1000)
+        rank = next((i for i, p in enumerate(found, start=1) if is_relevant(p.source, p.heading, item.relevant)), None)
+        result.ranks[item.id] = rank
+        result.kinds[item.id] = item.kind
+    return result
+
+
+def _row(result: EvalResult) -> dict[str, Any]:
+    row: dict[str, Any] = {"embedding": result.embedding + (" + BM25 (RRF)" if result.hybrid else "")}
+    for kind, tag in ((None, ""), ("paraphrase", "para_"), ("english", "en_")):
+        m = result.metrics(kind)
+        row[f"{tag}r@1"], row[f"{tag}r@3"], row[f"{tag}mrr"] = (round(m["recall@1"], 3), round(m["recall@3"], 3),
+                                                                round(m["mrr"], 3))
+        row[f"{tag}n"] = m["n"]
+    row["passages_per_s"] = round(result.passages_per_second)
+    row["first_index_s"] = {k: round(v, 2) for k, v in result.index_seconds.items()}
+    row["passages"] = result.passages
+    row["model_load_s"] = round(result.load_seconds, 2)
+    row["query_p50_ms"] = round(result.percentile(0.5), 2)
+    row["query_p99_ms"] = round(result.percentile(0.99), 2)
+    row["misses@3"] = result.misses(3)
+    return row
+
+
+@bench.command("retrieval")
+@click.option("--embedding", "embeddings", multiple=True,
+              help="Embedding spec to measure (repeatable). Default: use and hashed.")
+@click.option("--hybrid/--no-hybrid", default=True, show_default=True,
+              help="Also measure each embedding fused with BM25 by reciprocal rank.")
+@click.option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help=f"The labelled set (default: tests/data/{EVAL_NAME}).")
+@click.option("--repeats", default=3, show_default=True, help="Searches per query for the latency figures.")
+@click.option("--json", "as_json", is_flag=True)
+def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_path: Optional[Path], repeats: int,
+                    as_json: bool) -> None:
+    """Recall@1/@3 and MRR per embedding (all, paraphrases, English), index and query speed."""
+    items = load_eval(eval_path or default_eval_path())
+    specs = list(embeddings) or ["use", "hashed"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="wxhelper-bench-") as tmp:
+        for i, spec in enumerate(specs):
+            for h in ((False, True) if hybrid else (False,)):
+                result = evaluate(spec, items, Path(tmp) / f"{i}-{int(h)}", hybrid=h, repeats=repeats)
+                rows.append(_row(result))
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    n = len(items)
+    para = sum(1 for i in items if i.kind == "paraphrase")
+    eng = sum(1 for i in items if i.kind == "english")
+    click.echo(f"{n} queries ({para} paraphrases, {eng} English) over "
+               + ", ".join(f"{k} {v}" for k, v in rows[0]["passages"].items()) + " passages\n")
+    click.echo("| embedding | R@1 | R@3 | MRR | para R@1 | para R@3 | en R@1 | en R@3 | index passages/s "
+               "| first index s (per plugin) | query p50 ms | p99 ms |")
+    click.echo("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        first = ", ".join(f"{k} {v}" for k, v in r["first_index_s"].items())
+        click.echo(f"| {r['embedding']} | {r['r@1']:.3f} | {r['r@3']:.3f} | {r['mrr']:.3f} | {r['para_r@1']:.3f} "
+                   f"| {r['para_r@3']:.3f} | {r['en_r@1']:.3f} | {r['en_r@3']:.3f} | {r['passages_per_s']} "
+                   f"| {first} | {r['query_p50_ms']} | {r['query_p99_ms']} |")
+    click.echo("")
+    for r in rows:
+        click.echo(f"{r['embedding']}: model load {r['model_load_s']} s; misses@3: {', '.join(r['misses@3']) or 'none'}")
+    click.echo(f"(medians are noisy on a shared machine; p50/p99 over {n * repeats} searches per row)")

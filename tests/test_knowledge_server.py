@@ -1,0 +1,138 @@
+"""Server mode: a real ``chroma run`` on loopback (the CLI ships with the chromadb package).
+
+Indexing, search and the host's answer go through ``chromadb.HttpClient``; a server that is
+stopped, or a wrong port, degrades the answer to one without knowledge, quickly, never a crash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from wxhelper import Host, InboundMessage, Settings
+from wxhelper.knowledge import KnowledgeBase
+from wxhelper.knowledge.index import collection_name
+
+CHROMA = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChromaServer:
+    """``chroma run --path <tmp> --host 127.0.0.1 --port <free>``; stopped by :meth:`stop`."""
+
+    def __init__(self) -> None:
+        if not Path(CHROMA).exists():
+            pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+        self.dir = Path(tempfile.mkdtemp(prefix="wxhelper-chroma-"))
+        self.port = free_port()
+        self.log = open(self.dir / "chroma.log", "wb")
+        self.proc = subprocess.Popen([CHROMA, "run", "--path", str(self.dir / "db"), "--host", "127.0.0.1",
+                                      "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chroma run exited: {(self.dir / 'chroma.log').read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("chroma run did not answer its heartbeat within 60 s")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def chroma_server() -> Iterator[ChromaServer]:
+    server = ChromaServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _settings(data_dir: Path, url: str, **kw) -> Settings:
+    return Settings(data_dir=data_dir, chroma_url=url, load_plugins="wxhelper-car-client", **kw)
+
+
+async def test_index_search_and_answer_against_a_real_chroma_server(chroma_server, data_dir):
+    settings = _settings(data_dir, chroma_server.url)
+    async with Host(settings) as host:
+        ns = host.namespace("car_client")
+        summary = (await host.index("car_client"))[0]
+        assert summary.total >= 100 and summary.added == summary.total
+        assert "use-m3" in summary.embedding
+        # the server holds the collection, the data dir holds no embedded Chroma
+        assert not (data_dir / "chroma").exists()
+        again = (await host.index("car_client"))[0]
+        assert again.unchanged
+        passages = await host.knowledge.search(ns, "车子过户要带啥", 3, 5000)
+        assert passages and passages[0].source == "transfer-process.md"
+        reply = await host.handle(InboundMessage(user_id="u1", content="二手车过户需要准备哪些材料？", namespace="car_client"))
+        assert "knowledge" not in reply.degraded
+        assert any(p.source == "transfer-process.md" for p in reply.retrieved)
+    # a fresh client (another process, say) finds the collection with our embedding
+    kb = KnowledgeBase(settings)
+    status = kb.status(ns)
+    assert status["indexed"] is True and status["stored"] == summary.total
+    collection = kb.client().get_collection(collection_name("car_client"))
+    assert type(collection.configuration["embedding_function"]).__name__ == "USEEmbedding"
+
+
+async def test_a_stopped_server_degrades_quickly_and_recovers_nothing_crashes(data_dir):
+    server = ChromaServer()
+    try:
+        settings = _settings(data_dir, server.url, chroma_timeout=2.0)
+        async with Host(settings) as host:
+            await host.index("car_client")
+            server.stop()
+            started = time.monotonic()
+            reply = await host.handle(InboundMessage(user_id="u1", content="过户要带什么", namespace="car_client"))
+            assert time.monotonic() - started < 10
+            assert "knowledge" in reply.degraded and reply.retrieved == []
+            assert reply.text  # still an answer (offline, without knowledge)
+    finally:
+        server.stop()
+
+
+async def test_a_wrong_port_degrades_quickly(data_dir, caplog):
+    settings = _settings(data_dir, f"http://127.0.0.1:{free_port()}", chroma_timeout=1.0)
+    async with Host(settings) as host:
+        started = time.monotonic()
+        reply = await host.handle(InboundMessage(user_id="u1", content="过户要带什么", namespace="car_client"))
+        assert time.monotonic() - started < 5
+        assert "knowledge" in reply.degraded
+        assert reply.text
+        ns = host.namespace("car_client")
+        status = host.knowledge.status(ns)
+        assert status["indexed"] is False and "error" in status
+    assert any("knowledge search" in r.getMessage() for r in caplog.records)
