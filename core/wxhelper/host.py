@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Union
 
 from .commands import Command, CommandContext, CommandSet, build_commands, run_command
@@ -28,7 +29,8 @@ from .plugins import LoadedPlugins, PluginStatus, load_plugins
 from .prompt import PromptRenderer
 from .routing import UnknownNamespace, choose_namespace, lookup
 from .settings import Settings
-from .storage import FairQuery, HistoryKey, HistoryStore, open_store
+from .storage import FairQuery, HistoryKey, HistoryStore, SQLiteStore, open_store
+from .storage.resilient import ResilientStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class Host:
         self.plugins = await asyncio.to_thread(load_plugins, self.settings)
         self.commands = build_commands(self.plugins.manager, self.plugins.statuses)
         if self._store is None:
-            self._store = open_store(self.settings.store_url)
+            self._store = self._open_store()
         self._gate = SourceGate(self._store, self.settings.source_lease_ttl,  # type: ignore[arg-type]
                                 self.settings.source_lease_ttl * 2)
         await self.purge_expired()
@@ -68,6 +70,19 @@ class Host:
         if self.settings.replay_on_start:
             await self.replay()
         return self
+
+    def _open_store(self) -> HistoryStore:
+        """The configured store; a remote one is wrapped so an outage degrades instead of failing."""
+        store = open_store(self.settings.store_url)
+        if isinstance(store, SQLiteStore):
+            return store
+        fallback = SQLiteStore(Path(self.settings.data_dir) / "fallback.sqlite3")
+        return ResilientStore(store, fallback)
+
+    @property
+    def store_outage(self) -> bool:
+        """True while a remote store is down or its journal still holds writes."""
+        return isinstance(self._store, ResilientStore) and self._store.outage
 
     async def close(self) -> None:
         if self._purger is not None:
@@ -300,6 +315,8 @@ class Host:
         elif state.accepted:
             recorded.append("friend_circle")
         state.timings["total"] = _ms(state.started)
+        if self.store_outage and "store" not in state.degraded:
+            state.degraded.append("store")
         return Reply(text=text, namespace=state.ns.name, source_id=state.msg.source_id,
                      message_id=state.msg.message_id, recorded=recorded, prompt=state.prompt,
                      retrieved=state.passages, offline=offline, truncated=state.truncated, answered=answered,
