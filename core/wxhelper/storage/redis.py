@@ -40,6 +40,7 @@ from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases
 
 T = TypeVar("T")
 
+_timeout = getattr(asyncio, "timeout", None)
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
 LUA_ALGORITHMS = frozenset({"max_min", "seed", "weighted", "time_decay", "quality", "hybrid"})
 DEFAULT_TIMEOUT = 2.0
@@ -197,6 +198,9 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         from redis.exceptions import RedisError
 
         try:
+            if _timeout is not None:  # a deadline without a task per call (Python 3.11+)
+                async with _timeout(self.timeout * 3 + 1):
+                    return await coro
             return await asyncio.wait_for(coro, timeout=self.timeout * 3 + 1)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise StoreError(f"redis store {self._url_display}: {what}: {type(exc).__name__}: {exc}") from exc

@@ -155,7 +155,8 @@ for x = 1, #users, 1000 do
   for y = 1, #got do heads[x + y - 1] = got[y] end
 end
 for x = 1, #users do
-  local u = {id = users[x], last = scores[x], n = 0, done = false, k = 0, cum = 0, qsum = 0.0, prev = 0.0}
+  local u = {id = users[x], last = scores[x], n = 0, done = false, k = 0, cum = 0, qsum = 0.0, prev = 0.0,
+             f = 1.0, w = 1.0, key = false, r = false}
   local h = heads[x]
   if h then
     local bar = find(h, '|', 1, true)
@@ -314,8 +315,6 @@ end
 
 for x = 1, #cand do
   local u = cand[x]
-  u.f = 1.0
-  u.w = 1.0
   if weighted then
     u.w = weights[u.id] or 1.0
     if not (u.w > 0) then u.w = 1.0 end
