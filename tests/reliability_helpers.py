@@ -19,7 +19,7 @@ def write_messages(path: Path, messages: list[dict]) -> Path:
 
 def worker_env(data_dir: Path, store: Optional[str] = None, llm=None, **extra: str) -> dict:  # type: ignore[no-untyped-def]
     env = dict(os.environ, WXHELPER_DATA_DIR=str(data_dir), WXHELPER_LOAD_PLUGINS="", WXHELPER_LOG_LEVEL="WARNING",
-               WXHELPER_LLM_MAX_RETRIES="0")
+               WXHELPER_LLM_MAX_RETRIES="0", WXHELPER_EMBEDDING="hashed")
     if store:
         env["WXHELPER_STORE"] = store
     if llm is not None:

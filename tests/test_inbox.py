@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import signal
+
+import pytest
 import time
 from collections import Counter
 
@@ -14,6 +16,16 @@ from wxhelper.storage import FairQuery, HistoryKey
 from wxhelper.testing import host_for
 
 ALL = FairQuery(max_records=10_000, max_chars=10**9)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request) -> str | None:
+    """None: the SQLite default in the data dir; else a fresh key prefix on the session's real Redis."""
+    if request.param == "sqlite":
+        return None
+    import uuid
+
+    return f"{request.getfixturevalue('redis_url')}?prefix=t{uuid.uuid4().hex[:8]}:"
 
 
 async def chat_message_ids(host, namespace: str, sources: list[str]) -> Counter:
@@ -69,7 +81,7 @@ async def test_a_message_answered_before_a_crash_is_not_answered_again(data_dir,
     assert [r.content for r in chat] == ["问题", "EARLIER-ANSWER"]
 
 
-def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(data_dir, tmp_path, fake_llm):
+def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(data_dir, tmp_path, fake_llm, store_url):
     import uuid
 
     fake_llm.reply = lambda body: f"answer-{uuid.uuid4().hex}"
@@ -79,7 +91,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(data_dir,
     path = write_messages(tmp_path / "messages.jsonl", messages)
     out = tmp_path / "replies.log"
     # a killed worker's lease blocks its source until it expires: keep it short here
-    env = worker_env(data_dir, llm=fake_llm, WXHELPER_SOURCE_LEASE_TTL="0.5")
+    env = worker_env(data_dir, store=store_url, llm=fake_llm, WXHELPER_SOURCE_LEASE_TTL="0.5")
     kills = 0
     for _ in range(10):
         proc = start_worker(path, out, env)
@@ -103,7 +115,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(data_dir,
     import asyncio
 
     async def check() -> None:
-        async with host_for(data_dir, []) as host:
+        async with host_for(data_dir, [], store=store_url) as host:
             assert await host.store.inbox_depth() == 0
             counts = await chat_message_ids(host, "聊天", ["g0", "g1", "g2"])
             for m in messages:
@@ -120,10 +132,11 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(data_dir,
     asyncio.run(check())
 
 
-def test_one_source_at_a_time_across_two_processes(data_dir, tmp_path, fake_llm):
+def test_one_source_at_a_time_across_two_processes(data_dir, tmp_path, fake_llm, store_url):
     """Two processes send messages to one group concurrently; each message must see every earlier one."""
     fake_llm.reply = lambda body: "ok"
-    env = worker_env(data_dir, llm=fake_llm, WXHELPER_CHAT_MAX_RECORDS="500", MAX_USER_RECORD_COUNT="500")
+    env = worker_env(data_dir, store=store_url, llm=fake_llm, WXHELPER_CHAT_MAX_RECORDS="500",
+                     MAX_USER_RECORD_COUNT="500")
     procs, outs = [], []
     for p in range(2):
         msgs = [{"user_id": f"p{p}", "group_id": "shared-group", "message_id": f"p{p}-{i}", "content": f"p{p}-{i}"}
