@@ -167,3 +167,26 @@ async def test_lease_expires_when_its_holder_dies(data_dir):
         assert await store.renew_lease("x", newer, 0.2) is True
         await store.release_lease("x", newer)
         assert await store.acquire_lease("x", 0.2) == newer + 1
+
+
+def test_cli_replay(data_dir):
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    async def leave_one() -> None:
+        async with host_for(data_dir, [], replay_on_start=False) as host:
+            msg = InboundMessage(user_id="u", content="留言 13812345678", message_id="cli-left")
+            await host.store.inbox_put(host.settings.bot_id, msg.message_id, msg.model_dump_json(), time.time())
+
+    asyncio.run(leave_one())
+    env = dict(os.environ, WXHELPER_DATA_DIR=str(data_dir), WXHELPER_LOAD_PLUGINS="", WXHELPER_EMBEDDING="hashed")
+    out = subprocess.run([sys.executable, "-m", "wxhelper", "replay", "--json"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=data_dir)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"pending": 1, "replayed": 1}
+    again = subprocess.run([sys.executable, "-m", "wxhelper", "replay", "--json"], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=data_dir)
+    assert json.loads(again.stdout) == {"pending": 0, "replayed": 0}

@@ -141,6 +141,10 @@ def namespaces(as_json: bool) -> None:
                 rows.append({"name": name, "title": None, "plugin": plugin, "version": status.version,
                              "status": "clashed", "winner": winner,
                              "errors": [f"namespace {name!r} is already registered by {winner!r}; this one is ignored"]})
+            for bot_id, name, title in await host.store.custom_namespaces():
+                rows.append({"name": name, "title": title, "plugin": "custom", "version": "", "status": "loaded",
+                             "errors": [], "keywords": [title], "bot_id": bot_id, "passages": 0,
+                             "indexed": True, "embedding": host.knowledge.label})
             for status in host.plugin_statuses.values():
                 if status.status != "loaded" or (not status.namespaces and not status.clashes and status.errors):
                     rows.append({"name": None, "title": None, "plugin": status.name, "version": status.version,
@@ -225,6 +229,25 @@ def index(namespace: Optional[str], force: bool) -> None:
     for s in _run(go()):
         what = "unchanged" if s.unchanged else f"{s.added} added, {s.removed} removed" + (", rebuilt" if s.rebuilt else "")
         click.echo(f"{s.namespace}: {s.total} passages, {what} ({s.embedding})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def replay(as_json: bool) -> None:
+    """Process the messages a crash left in the inbox (the host also does this when it starts)."""
+    settings = _settings().model_copy(update={"replay_on_start": False})
+
+    async def go() -> tuple[int, int]:
+        async with Host(settings) as host:
+            before = await host.store.inbox_depth()
+            done = await host.replay()
+            return before, done
+
+    before, done = _run(go())
+    if as_json:
+        _dump({"pending": before, "replayed": done})
+    else:
+        click.echo(f"{done} of {before} pending messages replayed")
 
 
 def _register_optional_commands() -> None:
