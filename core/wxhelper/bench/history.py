@@ -123,14 +123,29 @@ class ServerMeter:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.overhead = 0.0
+        self.cpu_overhead = 0.0
 
-    async def snapshot(self) -> tuple[dict, dict]:
-        return await _info(self.client, "commandstats"), await _info(self.client, "stats")
+    async def snapshot(self) -> tuple[dict, dict, dict]:
+        return (await _info(self.client, "commandstats"), await _info(self.client, "stats"),
+                await _info(self.client, "cpu"))
 
     async def calibrate(self) -> None:
-        a = await self.snapshot()
-        b = await self.snapshot()
-        self.overhead = self._bytes(a, b)
+        bytes_, cpu = [], []
+        for _ in range(5):
+            a = await self.snapshot()
+            b = await self.snapshot()
+            bytes_.append(self._bytes(a, b))
+            cpu.append(self._cpu(a, b))
+        self.overhead = min(bytes_)
+        self.cpu_overhead = sorted(cpu)[len(cpu) // 2]
+
+    @staticmethod
+    def _cpu(a: tuple, b: tuple) -> float:
+        return ((b[2]["used_cpu_user"] + b[2]["used_cpu_sys"]) - (a[2]["used_cpu_user"] + a[2]["used_cpu_sys"]))
+
+    def cpu_us(self, a: tuple, b: tuple, ops: int) -> float:
+        """Redis process CPU (user + sys) per operation, µs: unlike wall time, not inflated by a busy machine."""
+        return max(0.0, self._cpu(a, b) - self.cpu_overhead) * 1e6 / ops
 
     @staticmethod
     def _bytes(a: tuple[dict, dict], b: tuple[dict, dict]) -> float:
@@ -222,14 +237,17 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
                 times = []
                 chosen = 0
                 a = await meter.snapshot()
+                cpu0 = time.thread_time()
                 with Counter() as rt:
                     for _ in range(reads):
                         t = time.perf_counter()
                         got = await store.fair_read(key, query)
                         times.append(time.perf_counter() - t)
                         chosen = len(got)
+                client_cpu = (time.thread_time() - cpu0) / reads
                 b = await meter.snapshot()
                 ours = {"p50_ms": _pct(times, 0.5) * 1e3, "p99_ms": _pct(times, 0.99) * 1e3,
+                        "client_cpu_us": client_cpu * 1e6, "server_cpu_us": meter.cpu_us(a, b, reads),
                         "server_us": meter.usec(a, b, "evalsha", "eval") / reads,
                         "kb": meter.moved(a, b) / reads / 1024, "round_trips": rt.sends / reads,
                         "records": chosen}
@@ -238,6 +256,7 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
                 #    when they fit)
                 times = []
                 a = await meter.snapshot()
+                cpu0 = time.thread_time()
                 with Counter() as rt:
                     budget_end = time.perf_counter() + seed_budget
                     while len(times) < reads and (not times or time.perf_counter() < budget_end
@@ -247,9 +266,11 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
                         picked = seed_read(raw, max_records, max_chars)
                         times.append(time.perf_counter() - t)
                         del raw
+                client_cpu = time.thread_time() - cpu0
                 b = await meter.snapshot()
                 n_seed = len(times)
                 seed = {"p50_ms": _pct(times, 0.5) * 1e3, "p99_ms": _pct(times, 0.99) * 1e3,
+                        "client_cpu_us": client_cpu / n_seed * 1e6, "server_cpu_us": meter.cpu_us(a, b, n_seed),
                         "server_us": meter.usec(a, b, "lrange") / n_seed, "kb": meter.moved(a, b) / n_seed / 1024,
                         "round_trips": rt.sends / n_seed, "reads": n_seed, "records": len(picked)}
 
@@ -265,6 +286,7 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
                         wt.append(time.perf_counter() - t)
                 b = await meter.snapshot()
                 append = {"p50_ms": _pct(wt, 0.5) * 1e3, "p99_ms": _pct(wt, 0.99) * 1e3,
+                          "server_cpu_us": meter.cpu_us(a, b, writes),
                           "server_us": meter.usec(a, b, "evalsha", "eval") / writes,
                           "round_trips": rt.sends / writes}
                 st: list[float] = []
@@ -294,16 +316,18 @@ async def _run(store_url: str, sizes: list[int], user_counts: list[int], reads: 
 
 def _line(r: dict[str, Any]) -> str:
     o, s, a = r["ours"], r["seed"], r["append"]
-    return (f"| {r['users']:>6} | {r['stored']:>9,} | {o['p50_ms']:7.3f} | {o['p99_ms']:7.3f} | {o['server_us']:6.0f} "
-            f"| {o['kb']:6.1f} | {o['round_trips']:4.1f} | {s['p50_ms']:10.1f} | {s['p99_ms']:10.1f} "
-            f"| {s['server_us']:9.0f} | {s['kb']:10.1f} | {s['round_trips']:4.1f} | {s['reads']:3d} | {r['speedup']:8.0f}x "
-            f"| {a['p50_ms']:6.3f} | {a['p99_ms']:6.3f} | {a['server_us']:5.0f} | {a['round_trips']:3.1f} "
-            f"| {r['seed_append_p50_ms']:6.3f} | {r['bytes_per_record']['ours']:5.0f} | {r['bytes_per_record']['seed']:5.0f} |")
+    return (f"| {r['users']:>6} | {r['stored']:>9,} | {o['p50_ms']:6.3f} | {o['p99_ms']:6.3f} | {o['server_us']:5.0f} "
+            f"| {o['server_cpu_us']:5.0f} | {o['client_cpu_us']:5.0f} | {o['kb']:5.1f} | {o['round_trips']:3.1f} "
+            f"| {s['p50_ms']:9.1f} | {s['p99_ms']:9.1f} | {s['server_us']:8.0f} | {s['client_cpu_us']:9.0f} "
+            f"| {s['kb']:9.1f} | {s['round_trips']:3.1f} | {s['reads']:3d} | {r['speedup']:7.0f}x "
+            f"| {a['p50_ms']:5.3f} | {a['p99_ms']:6.3f} | {a['server_us']:4.0f} | {a['round_trips']:3.1f} "
+            f"| {r['seed_append_p50_ms']:5.3f} | {r['bytes_per_record']['ours']:5.0f} | {r['bytes_per_record']['seed']:5.0f} |")
 
 
-HEADER = ("| users  |    stored | ours p50 ms | ours p99 ms | srv µs | KB/read | RT/read | seed p50 ms | seed p99 ms "
-          "| seed srv µs | seed KB/read | seed RT | seed reads | seed/ours "
-          "| append p50 ms | append p99 ms | append srv µs | append RT | seed append p50 ms | B/record ours | B/record seed |")
+HEADER = ("| users | stored | read p50 ms | read p99 ms | srv µs/read | srv CPU µs/read | client CPU µs/read "
+          "| KB/read | RT/read | seed p50 ms | seed p99 ms | seed srv µs | seed client CPU µs | seed KB/read "
+          "| seed RT | seed reads | seed/ours p50 | append p50 ms | append p99 ms | append srv µs | append RT "
+          "| seed append p50 ms | B/record | seed B/record |")
 SEPARATOR = "|" + "|".join("---:" for _ in range(HEADER.count("|") - 1)) + "|"
 
 
