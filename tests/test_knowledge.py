@@ -172,6 +172,26 @@ def test_unchanged_corpus_is_no_work_and_a_changed_file_replaces_only_its_passag
     assert kb.search_sync(ns, "三者险", 1, 1000)[0].heading == "车险 › 商业险"
 
 
+def test_a_fresh_process_reuses_vectors_from_the_disk_cache(tmp_path, monkeypatch):
+    from wxhelper.knowledge import index as index_module
+
+    ns = make_ns(tmp_path)
+    cache = tmp_path / "cache" / "vectors.sqlite3"
+    first = KnowledgeBase(Settings(data_dir=tmp_path / "a", embedding="hashed:64", vector_cache=str(cache)))
+    assert first.index(ns).added == 3 and cache.exists()
+    index_module.clear_vector_cache()  # as if in another process
+    second = KnowledgeBase(Settings(data_dir=tmp_path / "b", embedding="hashed:64", vector_cache=str(cache)))
+    embedded: list[int] = []
+    original = second._embed_passages
+    monkeypatch.setattr(second, "_embed_passages", lambda ps: embedded.append(len(ps)) or original(ps))
+    assert second.index(ns).added == 3 and embedded == [0]
+    assert second.search_sync(ns, "交强险", 1, 1000)[0].heading == "车险 › 交强险"
+    cache.write_bytes(b"not a database")  # a broken cache is skipped, never an error
+    index_module.clear_vector_cache()
+    third = KnowledgeBase(Settings(data_dir=tmp_path / "c", embedding="hashed:64", vector_cache=str(cache)))
+    assert third.index(ns).added == 3
+
+
 # --- retrieval --------------------------------------------------------------------------------------------
 def test_retrieval_respects_the_floor_the_budget_and_k(tmp_path, plugin_namespaces):
     ns = plugin_namespaces["car_client"]
@@ -204,7 +224,7 @@ def test_openai_embeddings_are_batched_and_searchable(tmp_path, monkeypatch):
     ns = make_ns(tmp_path, docs)
     monkeypatch.setattr(emb, "OPENAI_BATCH", 128)
     with FakeLLM(embedding_dim=32) as fake:
-        settings = Settings(data_dir=tmp_path, embedding="openai:text-embedding-3-small",
+        settings = Settings(data_dir=tmp_path, embedding="openai:text-embedding-3-small", vector_cache="off",
                             openai_base_url=fake.base_url, openai_api_key=fake.api_key)
         kb = KnowledgeBase(settings)
         ef = kb.embedding

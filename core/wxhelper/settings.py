@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         None, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"),
         description="Relevance floor (cosine); unset: the embedding's own (use 0.25, hashed 0.05).",
     )
+    vector_cache: Optional[str] = Field(
+        None, validation_alias=_env("WXHELPER_VECTOR_CACHE", "vector_cache"),
+        description="SQLite file caching passage vectors across processes; unset: ~/.cache/wxhelper; 'off': none.",
+    )
     knowledge_hybrid: bool = Field(
         False, validation_alias=_env("WXHELPER_KNOWLEDGE_HYBRID", "knowledge_hybrid"),
         description="Fuse vector and lexical (BM25) rankings by reciprocal rank.",

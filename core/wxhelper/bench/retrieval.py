@@ -116,7 +116,7 @@ def evaluate(embedding: str, items: list[EvalItem], data_dir: Path, hybrid: bool
     from ..settings import Settings
 
     settings = Settings(data_dir=data_dir, embedding=embedding, knowledge_min_score=-1.0,
-                        knowledge_hybrid=hybrid)
+                        knowledge_hybrid=hybrid, vector_cache="off")  # measure embedding, not caches
     if namespaces is None:
         namespaces = load_plugins(settings).namespaces
     kb = KnowledgeBase(settings)
@@ -172,8 +172,11 @@ def _row(result: EvalResult) -> dict[str, Any]:
 def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_path: Optional[Path], repeats: int,
                     as_json: bool) -> None:
     """Recall@1/@3 and MRR per embedding (all, paraphrases, English), index and query speed."""
+    import os
+
     items = load_eval(eval_path or default_eval_path())
     specs = list(embeddings) or ["use", "hashed"]
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="wxhelper-bench-") as tmp:
         for i, spec in enumerate(specs):
@@ -199,4 +202,5 @@ def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_path: Option
     click.echo("")
     for r in rows:
         click.echo(f"{r['embedding']}: model load {r['model_load_s']} s; misses@3: {', '.join(r['misses@3']) or 'none'}")
-    click.echo(f"(medians are noisy on a shared machine; p50/p99 over {n * repeats} searches per row)")
+    click.echo(f"(p50/p99 over {n * repeats} searches per row; {os.cpu_count()} CPUs, load average "
+               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after: speeds fall with the machine's load)")

@@ -120,6 +120,70 @@ def persisted_label(collection: Any) -> Optional[str]:
     return f"{name}(" + ",".join(f"{k}={v}" for k, v in sorted(config.items())) + ")"
 
 
+def default_vector_cache_path() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "wxhelper" / "vectors.sqlite3"
+
+
+class VectorCache:
+    """Passage vectors on disk, shared by the processes of this machine (SQLite, WAL).
+
+    Keyed by (index label, passage id), so a hit is exactly the vector the embedding would give;
+    a new process indexing an unchanged corpus into a fresh or rebuilt collection embeds nothing.
+    Any error (a read-only disk, a corrupt file) disables it for this process: it is only a cache.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def _db(self) -> Any:
+        if self._conn is None:
+            import sqlite3
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS vectors (label TEXT NOT NULL, pid TEXT NOT NULL, "
+                         "vec BLOB NOT NULL, PRIMARY KEY (label, pid)) WITHOUT ROWID")
+            self._conn = conn
+        return self._conn
+
+    def get_many(self, label: str, pids: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if self._broken or not pids:
+            return out
+        try:
+            with self._lock:
+                db = self._db()
+                for start in range(0, len(pids), 500):
+                    chunk = pids[start:start + 500]
+                    rows = db.execute(f"SELECT pid, vec FROM vectors WHERE label = ? AND pid IN "
+                                      f"({','.join('?' * len(chunk))})", [label, *chunk]).fetchall()
+                    out.update((pid, np.frombuffer(vec, dtype=np.float32).copy()) for pid, vec in rows)
+        except Exception as exc:
+            self._disable(exc)
+        return out
+
+    def put_many(self, label: str, items: list[tuple[str, np.ndarray]]) -> None:
+        if self._broken or not items:
+            return
+        try:
+            with self._lock:
+                self._db().executemany("INSERT OR IGNORE INTO vectors (label, pid, vec) VALUES (?, ?, ?)",
+                                       [(label, pid, np.asarray(v, dtype=np.float32).tobytes()) for pid, v in items])
+        except Exception as exc:
+            self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        log.warning("vector cache %s disabled for this process: %s: %s", self.path, type(exc).__name__, exc)
+        self._broken = True
+
+
 class Lexical:
     """BM25 over CJK unigrams/bigrams and Latin words, for the optional hybrid (RRF) retrieval."""
 
@@ -163,6 +227,10 @@ class KnowledgeBase:
         self._client: Any = None
         self._ready: dict[str, Any] = {}
         self._lexical: dict[str, tuple[str, Lexical]] = {}
+        spec = settings.vector_cache
+        self.vector_cache: Optional[VectorCache] = (
+            None if spec is not None and spec.strip().lower() in ("", "off", "none", "false", "0")
+            else VectorCache(Path(spec) if spec else default_vector_cache_path()))
 
     # -- the embedding (resolved lazily: loading the default takes a second) ----------------
     @property
@@ -189,13 +257,19 @@ class KnowledgeBase:
         """Each passage's vector: normalise(embed(heading + text) + HEADING_WEIGHT * embed(heading))."""
         label = self.index_label
         cached = [_cache_get((label, p.id)) for p in passages]
+        if self.vector_cache is not None:
+            on_disk = self.vector_cache.get_many(label, [p.id for p, v in zip(passages, cached) if v is None])
+            cached = [v if v is not None else on_disk.get(p.id) for p, v in zip(passages, cached)]
         todo = [p for p, v in zip(passages, cached) if v is None]
-        fresh = iter(self._embed_passages(todo))
+        computed = self._embed_passages(todo)
+        if self.vector_cache is not None:
+            self.vector_cache.put_many(label, [(p.id, v) for p, v in zip(todo, computed)])
+        fresh = iter(computed)
         out = []
         for p, vec in zip(passages, cached):
             if vec is None:
                 vec = next(fresh)
-                _cache_put((label, p.id), vec)
+            _cache_put((label, p.id), vec)
             out.append(vec)
         return out
 
