@@ -179,6 +179,24 @@ def test_stream_sends_chunks_then_the_whole_reply(client: httpx.Client) -> None:
     assert [r["content"] for r in history["records"]] == [body["content"], reply["text"]]
 
 
+def test_a_client_that_hangs_up_mid_stream_still_gets_its_message_recorded(client: httpx.Client) -> None:
+    content = "三亚住哪里方便？" + "请详细说说，" * 200
+    body = {"user_id": "frank", "namespace": "lvyou", "content": content, "message_id": "hang-up-1"}
+    with client.stream("POST", "/v1/messages", params={"stream": "true"}, json=body) as resp:
+        assert resp.status_code == 200
+        next(resp.iter_lines())  # the first event line, then hang up
+    deadline = time.monotonic() + 10
+    while True:
+        records = client.get("/v1/namespaces/lvyou/history",
+                             params={"kind": "chat", "source_id": "frank"}).json()["records"]
+        if len(records) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [r["message_id"] for r in records] == ["hang-up-1", "hang-up-1#reply"]
+    again = _send(client, **body)  # a retry gets the whole reply, and writes nothing twice
+    assert again["text"] == "FAKE-LLM: " + content
+
+
 def test_friend_circle_posts_are_recorded_not_answered(client: httpx.Client) -> None:
     reply = _send(client, user_id="dave", channel="friend_circle", namespace="lvyou",
                   content="云南自驾拼车，电话13512345678")

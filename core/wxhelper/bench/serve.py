@@ -71,7 +71,10 @@ def _wait_http(url: str, timeout: float, proc: Optional[subprocess.Popen] = None
 def _stop(proc: Optional[subprocess.Popen]) -> None:
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
+    if proc.stdin is not None:  # the stand-in LLM stops when its stdin closes
+        proc.stdin.close()
+    else:
+        proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
@@ -269,12 +272,16 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                                       stdout=subprocess.DEVNULL, stderr=open(workdir / f"serve-{workers}.log", "w"))
             try:
                 base = f"http://127.0.0.1:{port}"
-                _wait_http(base + "/readyz", 120, server)
+                _wait_http(base + "/readyz", 900, server)  # the first run indexes the corpora
                 msgs = _messages(warmup + count + quiet, sources, seed=workers)
                 asyncio.run(_drive(port, token, msgs[:warmup], concurrency))
-                cpu0 = _tree_cpu(server.pid)
+                others = {"llm": fake.pid, **({"redis": redis.proc.pid} if redis is not None else {})}
+                cpu0 = {"server": _tree_cpu(server.pid), "driver": time.process_time(),
+                        **{name: _tree_cpu(pid) for name, pid in others.items()}}
                 seconds, results = asyncio.run(_drive(port, token, msgs[warmup:warmup + count], concurrency))
-                cpu_ms = (_tree_cpu(server.pid) - cpu0) * 1000.0 / max(1, len(results))
+                cpu1 = {"server": _tree_cpu(server.pid), "driver": time.process_time(),
+                        **{name: _tree_cpu(pid) for name, pid in others.items()}}
+                cpu = {name: round((cpu1[name] - cpu0[name]) * 1000.0 / max(1, len(results)), 2) for name in cpu0}
                 _, unloaded = asyncio.run(_drive(port, token, msgs[warmup + count:], 1)) if quiet else (0, [])
             finally:
                 _stop(server)
@@ -283,7 +290,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
             client_ex_llm = [r["client_ms"] - r.get("llm", 0.0) for r in results]
             idle = [r["total"] - r.get("llm", 0.0) for r in unloaded]
             rows.append({
-                "server_cpu_ms_per_msg": round(cpu_ms, 2),
+                "cpu_ms_per_msg": cpu,
                 "unloaded_overhead_p50_ms": round(_pct(idle, 0.5), 2) if idle else None,
                 "unloaded_overhead_p99_ms": round(_pct(idle, 0.99), 2) if idle else None,
                 "workers": workers, "store": store, "messages": len(results), "concurrency": concurrency,
@@ -300,19 +307,27 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
         if redis is not None:
             redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    load = os.getloadavg()
     if as_json:
-        click.echo(json.dumps({"note": note, "rows": rows}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"note": note, "rows": rows, "loadavg": load}, ensure_ascii=False, indent=2))
         return
     if note:
         click.echo(f"note: {note}")
-    click.echo("| workers | store | messages (in flight) | msg/s | server CPU ms/msg | host overhead p50 / p99 ms "
+    from ..settings import Settings
+
+    click.echo(f"embedding: {Settings().embedding} (WXHELPER_EMBEDDING); stand-in LLM on loopback; "
+               f"{sources} sources, 4 namespaces")
+    click.echo(f"machine: {os.cpu_count()} CPUs, load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+               "(1 / 5 / 15 min; anything above what this benchmark runs is other work on the machine)")
+    click.echo("| workers | store | messages (in flight) | msg/s | CPU ms/msg: server / LLM / redis / driver "
+               "| host overhead p50 / p99 ms "
                "| unloaded overhead p50 / p99 ms | LLM p50 / p99 ms | client − LLM p50 / p99 ms "
                "| history / retrieval / assembly p50 ms |")
     click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        s = r["stage_p50_ms"]
+        s, c = r["stage_p50_ms"], r["cpu_ms_per_msg"]
         click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} ({r['concurrency']}) | {r['msg_per_s']} "
-                   f"| {r['server_cpu_ms_per_msg']} "
+                   f"| {c['server']} / {c['llm']} / {c.get('redis', '-')} / {c['driver']} "
                    f"| {r['overhead_p50_ms']} / {r['overhead_p99_ms']} "
                    f"| {r['unloaded_overhead_p50_ms']} / {r['unloaded_overhead_p99_ms']} "
                    f"| {r['llm_p50_ms']} / {r['llm_p99_ms']} "

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Literal, Optional
@@ -127,6 +128,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
     settings = settings or (host.settings if host is not None else Settings())
     host = host or Host(settings)
     metrics = Metrics(inbox_depth_of(host))
+    background: set[asyncio.Task] = set()  # streams whose client hung up, finishing on their own
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -134,6 +136,8 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         try:
             yield
         finally:
+            if background:
+                await asyncio.wait(background, timeout=30)
             await host.close()
 
     app = FastAPI(
@@ -204,27 +208,41 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         except Exception:
             metrics.failed()
             raise
+        # The rest is pulled by a task of its own: a client that hangs up mid-stream does not cancel
+        # the host half-way, so the message is still answered, recorded and completed in the inbox
+        # (a retry with the same message_id then gets the whole reply).
+        queue: asyncio.Queue = asyncio.Queue()
+        queue.put_nowait(first)
 
-        async def events() -> AsyncIterator[bytes]:
-            item: Any = first
+        async def produce() -> None:
             try:
-                while True:
-                    if isinstance(item, Reply):
-                        metrics.observe(item)
-                        yield b"event: reply\ndata: " + item.model_dump_json().encode("utf-8") + b"\n\n"
-                        return
-                    if item:
-                        yield b"event: chunk\ndata: " + json.dumps({"text": item}, ensure_ascii=False).encode() + b"\n\n"
-                    item = await pieces.__anext__()
-            except StopAsyncIteration:
-                return
-            except Exception as exc:  # headers are sent: say so in the stream
+                if not isinstance(first, Reply):
+                    async for item in pieces:
+                        queue.put_nowait(item)
+            except Exception as exc:
                 metrics.failed()
                 log.exception("streaming a reply failed")
-                yield b"event: error\ndata: " + json.dumps({"detail": f"{type(exc).__name__}: {exc}"}).encode() + b"\n\n"
+                queue.put_nowait(exc)
             finally:
-                with contextlib.suppress(Exception):
-                    await pieces.aclose()  # type: ignore[attr-defined]
+                queue.put_nowait(_END)
+
+        task = asyncio.create_task(produce())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+        async def events() -> AsyncIterator[bytes]:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, Reply):
+                    metrics.observe(item)
+                    yield b"event: reply\ndata: " + item.model_dump_json().encode("utf-8") + b"\n\n"
+                elif isinstance(item, Exception):  # headers are sent: say so in the stream
+                    detail = json.dumps({"detail": f"{type(item).__name__}: {item}"}, ensure_ascii=False)
+                    yield b"event: error\ndata: " + detail.encode("utf-8") + b"\n\n"
+                elif item:
+                    yield b"event: chunk\ndata: " + json.dumps({"text": item}, ensure_ascii=False).encode() + b"\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -422,6 +440,9 @@ class _NotFound(Exception):
     pass
 
 
+_END = object()
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
@@ -465,8 +486,29 @@ async def _csv(first: Optional[dict[str, Any]], rest: AsyncIterator[dict[str, An
         yield tail
 
 
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread() -> bool:
+    """Limit numpy's BLAS to one thread in this process, unless the operator set a thread count.
+
+    A server's parallelism is its concurrent requests and its workers; a BLAS pool per worker on
+    top (the ``use`` embedding runs on numpy) only makes the threads fight for the same cores:
+    measured here, 2 BLAS threads per worker cut throughput threefold (docs/performance.md).
+    """
+    if any(os.environ.get(name) for name in BLAS_THREAD_VARS):
+        return False
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=1, user_api="blas")
+    return True
+
+
 def app_from_env() -> FastAPI:
     """The factory ``wxhelper serve`` gives uvicorn: settings from the environment, like every command."""
     from ..cli import _settings
 
+    one_blas_thread()
     return create_app(_settings())
