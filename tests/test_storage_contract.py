@@ -343,3 +343,25 @@ async def test_custom_namespaces_and_clear_namespace(store: HistoryStore) -> Non
     assert await store.clear_namespace("pets") == 6
     assert [await store.count(k) for k in mine] == [0, 0, 0]
     assert await store.count(other) == 2
+
+
+async def test_registration_is_repaired_by_the_next_write(redis_url: str) -> None:
+    """If registering a new history fails after its first record is stored, the next write (even a
+    duplicate, as a replayed journal sends) registers it, so purge and migrate still find it."""
+    store = open_store(f"{redis_url}?prefix=t{uuid.uuid4().hex[:12]}:")
+    try:
+        real = store._register  # type: ignore[attr-defined]
+
+        async def failing(*args: object) -> None:
+            raise StoreError("registry unreachable")
+
+        store._register = failing  # type: ignore[attr-defined]
+        with pytest.raises(StoreError):
+            await store.append(KEY, rec("u", "m1", NOW), max_per_user=5, ttl=3600)
+        store._register = real  # type: ignore[attr-defined]
+        assert [k async for k, _ in store.iter_all()] == []
+        assert await store.append(KEY, rec("u", "m1", NOW), max_per_user=5, ttl=3600) is False
+        assert [k for k, _ in [item async for item in store.iter_all()]] == [KEY]
+        assert await store.purge_expired(NOW + 1) == 1
+    finally:
+        await store.close()

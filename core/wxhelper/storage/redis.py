@@ -214,14 +214,23 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
     async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
         ukp, keys = self._keys(key)
         ttl_ms = max(1, int(math.ceil(ttl * 1000)))
-        result = await self._call("append", self._append(
+        stored, unregistered = await self._call("append", self._append(
             keys=keys + [ukp + user_hash(record.user_id)],
             args=[record.user_id, repr(float(record.timestamp)), record.message_id, encode_member(record),
                   max(0, int(max_per_user)), ttl_ms, key.id],
         ))
-        if result == 2:  # the history's first record: register it for purge and migrate
-            await self._call("register", self.client.zadd(self.registry, {key.id: record.timestamp}, nx=True))
-        return bool(result)
+        if unregistered:
+            await self._register(key, keys[0], record.timestamp)
+        return bool(stored)
+
+    async def _register(self, key: HistoryKey, meta: str, first: float) -> None:
+        """Enter a history in the registry purge and migrate walk, then mark it registered.
+
+        Until the mark is set every append reports the history as unregistered, so a failure
+        between the two (or before) is repaired by the next write, duplicates included.
+        """
+        await self._call("register", self.client.zadd(self.registry, {key.id: first}, nx=True))
+        await self._call("register", self.client.hset(meta, "reg", 1))
 
     async def append_many(self, key: HistoryKey, records: list[Record], *, max_per_user: int, ttl: float,
                           batch: int = 500) -> list[bool]:
@@ -229,17 +238,15 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         ukp, keys = self._keys(key)
         ttl_ms = max(1, int(math.ceil(ttl * 1000)))
         out: list[bool] = []
-        new_history = False
         for start in range(0, len(records), batch):
+            chunk = records[start:start + batch]
             args: list[Any] = [ukp, max(0, int(max_per_user)), ttl_ms, key.id]
-            for record in records[start:start + batch]:
+            for record in chunk:
                 args += [record.user_id, repr(float(record.timestamp)), record.message_id, encode_member(record)]
-            results = await self._call("append", self._append_many(keys=keys, args=args))
-            new_history = new_history or any(r == 2 for r in results)
+            *results, unregistered = await self._call("append", self._append_many(keys=keys, args=args))
             out.extend(bool(r) for r in results)
-        if new_history:
-            first = min((r.timestamp for r in records), default=0.0)
-            await self._call("register", self.client.zadd(self.registry, {key.id: first}, nx=True))
+            if unregistered and chunk:
+                await self._register(key, keys[0], min(r.timestamp for r in chunk))
         return out
 
     def _read_args(self, key: HistoryKey, query: FairQuery, algorithm: str) -> tuple[list[str], list[Any]]:

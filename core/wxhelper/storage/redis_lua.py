@@ -28,7 +28,7 @@ end
 """
 
 APPEND_FN = r"""
--- append one record; returns 0 (duplicate message id), 1 (stored) or 2 (stored, the history's first)
+-- append one record; returns 1 (stored) or 0 (duplicate message id)
 local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest, keep, ttl, hid)
   if redis.call('ZSCORE', mids, mid) then return 0 end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -55,7 +55,11 @@ local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest,
   redis.call('PEXPIRE', oldest, ttl)
   redis.call('PEXPIRE', mids, ttl)
   redis.call('PEXPIRE', ukey, ttl)
-  if seq == 1 then return 2 end
+  return 1
+end
+-- 1 while the history is not yet in the registry (the caller adds it there, then sets 'reg')
+local function unregistered(meta)
+  if redis.call('HGET', meta, 'reg') then return 0 end
   return 1
 end
 """
@@ -65,8 +69,9 @@ APPEND = COMMON + APPEND_FN + r"""
 --       4 mids zset (message_id -> timestamp), 5 head hash (user -> "<ts>|<newest member>"),
 --       6 the user's records zset
 -- ARGV: 1 user_id, 2 timestamp, 3 message_id, 4 member without seq, 5 max_per_user, 6 ttl ms, 7 history id
-return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
-              tonumber(ARGV[5]), ARGV[6], ARGV[7])
+local stored = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                     tonumber(ARGV[5]), ARGV[6], ARGV[7])
+return {stored, unregistered(KEYS[1])}
 """
 
 APPEND_MANY = COMMON + APPEND_FN + r"""
@@ -80,6 +85,7 @@ for i = 5, #ARGV, 4 do
   out[#out + 1] = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1] .. redis.sha1hex(uid), uid,
                          ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], keep, ARGV[3], ARGV[4])
 end
+out[#out + 1] = unregistered(KEYS[1])
 return out
 """
 
