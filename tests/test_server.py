@@ -303,6 +303,9 @@ def test_no_token_means_loopback_only(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("WXHELPER_DATA_DIR", str(tmp_path))
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--no-index"])
     assert result.exit_code != 0 and "WXHELPER_API_TOKEN" in result.output
+    monkeypatch.setenv("WXHELPER_API_TOKEN", "  ")  # blank is no token, not a token everyone knows
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--no-index"])
+    assert result.exit_code != 0 and "WXHELPER_API_TOKEN" in result.output
 
 
 def test_several_workers_over_sqlite_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

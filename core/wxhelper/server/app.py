@@ -147,7 +147,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
     )
     app.state.host = host
     app.state.metrics = metrics
-    token = settings.api_token.get_secret_value() if settings.api_token else None
+    token = api_token(settings)
     app.add_middleware(Guard, token=token, max_body=settings.max_body, on_reject=metrics.reject)
 
     @app.exception_handler(RequestValidationError)
@@ -425,6 +425,13 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def api_token(settings: Settings) -> Optional[str]:
+    """The bearer token, or None; an empty or blank ``WXHELPER_API_TOKEN`` counts as unset (never as "")."""
+    if settings.api_token is None:
+        return None
+    return settings.api_token.get_secret_value().strip() or None
 
 
 def _version() -> str:

@@ -78,8 +78,10 @@ def serve(bind_host: str, port: int, workers: int, allow_unauthenticated: bool, 
         raise click.ClickException(f"{exc.name} is missing: install the server extra, pip install 'wxhelper[server]'")
     from ..cli import _settings
 
+    from .app import api_token
+
     settings = _settings()
-    said = check_bind(bind_host, settings.api_token is not None, allow_unauthenticated)
+    said = check_bind(bind_host, api_token(settings) is not None, allow_unauthenticated)
     check_workers(workers, settings.store_url)
     if not no_index:
         _index(settings)
