@@ -144,6 +144,7 @@ def test_send_read_history_export_and_clear(client: httpx.Client) -> None:
 
     exported = client.get("/v1/sources/e2e-group/export", params={"format": "json"})
     assert exported.status_code == 200 and exported.headers["content-type"].startswith("application/json")
+    assert exported.headers.get("transfer-encoding") == "chunked"  # streamed, not built whole
     rows = exported.json()
     assert {(r["history"], r["namespace"]) for r in rows} == {("chat", "car_client"), ("namespace", "car_client"),
                                                                ("chat", "qzzp")}
