@@ -176,7 +176,7 @@ def namespaces(as_json: bool) -> None:
 @click.option("--bot", "bot_id", default="")
 @click.option("--max-records", type=click.IntRange(min=0), default=None)
 @click.option("--max-chars", type=click.IntRange(min=0), default=None)
-@click.option("--algorithm", default=None, help="max_min (default) or seed.")
+@click.option("--algorithm", default=None, help="max_min (default), seed, weighted, time_decay, quality or hybrid.")
 @click.option("--json", "as_json", is_flag=True)
 def history(namespace: str, kind: str, source_id: str, bot_id: str, max_records: Optional[int],
             max_chars: Optional[int], algorithm: Optional[str], as_json: bool) -> None:
