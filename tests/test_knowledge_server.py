@@ -137,3 +137,15 @@ async def test_a_wrong_port_degrades_quickly(data_dir, caplog):
         status = host.knowledge.status(ns)
         assert status["indexed"] is False and "error" in status
     assert any("knowledge search" in r.getMessage() for r in caplog.records)
+
+
+def test_wxhelper_index_says_clearly_when_the_server_is_unreachable(data_dir):
+    import os
+
+    env = dict(os.environ, WXHELPER_DATA_DIR=str(data_dir), WXHELPER_LOG_LEVEL="WARNING",
+               CHROMA_URL=f"http://127.0.0.1:{free_port()}", WXHELPER_LOAD_PLUGINS="wxhelper-car-client")
+    out = subprocess.run([sys.executable, "-m", "wxhelper", "index", "car_client"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=data_dir)
+    assert out.returncode != 0
+    assert "cannot be reached" in out.stderr and "CHROMA_URL" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -226,7 +226,13 @@ def index(namespace: Optional[str], force: bool) -> None:
                     out.append(await asyncio.to_thread(host.knowledge.index, ns, progress, force))
             return out
 
-    for s in _run(go()):
+    from .knowledge.index import ChromaUnavailable
+
+    try:
+        summaries = _run(go())
+    except ChromaUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    for s in summaries:
         what = "unchanged" if s.unchanged else f"{s.added} added, {s.removed} removed" + (", rebuilt" if s.rebuilt else "")
         click.echo(f"{s.namespace}: {s.total} passages, {what} ({s.embedding})")
 

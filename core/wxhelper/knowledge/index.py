@@ -80,6 +80,10 @@ def _cache_put(key: tuple[str, str], vec: np.ndarray) -> None:
 Progress = Callable[[int, int], None]
 
 
+class ChromaUnavailable(RuntimeError):
+    """The Chroma server (``CHROMA_URL``) cannot be reached."""
+
+
 @dataclass
 class IndexSummary:
     namespace: str
@@ -299,7 +303,11 @@ class KnowledgeBase:
 
                 chroma_settings = ChromaSettings(anonymized_telemetry=False)
                 if self.settings.chroma_url:
-                    self._client = self._http_client(chromadb, chroma_settings)
+                    try:
+                        self._client = self._http_client(chromadb, chroma_settings)
+                    except Exception as exc:
+                        raise ChromaUnavailable(f"the Chroma server at {self.settings.chroma_url} cannot be reached "
+                                                f"({type(exc).__name__}: {exc}); check CHROMA_URL") from exc
                 else:
                     path = Path(self.settings.data_dir) / "chroma"
                     path.mkdir(parents=True, exist_ok=True)
