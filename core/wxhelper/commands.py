@@ -115,6 +115,7 @@ async def add_category(ctx: CommandContext, args: list[str]) -> str:
     if ctx.host.find_namespace(existing, name) is not None:
         return f"分类「{name}」已经存在。"
     await ctx.host.store.add_custom_namespace(ctx.bot_id, name, name)
+    ctx.host.forget_categories(ctx.bot_id)
     log.info("bot %s: custom namespace added", ctx.bot_id)
     return f"已新增分类「{name}」。"
 
@@ -132,6 +133,7 @@ async def delete_category(ctx: CommandContext, args: list[str]) -> str:
     if len(args) < 2 or args[1] != CONFIRM:
         return f"删除分类「{ns.title}」会清空它的全部记录。确认请发送：/删除分类|{ns.name}|{CONFIRM}"
     await ctx.host.store.delete_custom_namespace(ctx.bot_id, ns.name)
+    ctx.host.forget_categories(ctx.bot_id)
     still_used = any(name == ns.name for _bot, name, _title in await ctx.host.store.custom_namespaces())
     dropped = 0 if still_used else await ctx.host.store.clear_namespace(ns.name)
     log.info("bot %s: custom namespace deleted, %d records dropped", ctx.bot_id, dropped)

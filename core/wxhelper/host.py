@@ -35,6 +35,7 @@ from .storage.resilient import ResilientStore
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
+CATEGORY_CACHE_SECONDS = 2.0
 APOLOGY = "抱歉，大模型暂时无法回答，先给你资料库里的相关内容："
 TRUNCATED_NOTICE = "（你的消息超过 {limit} 字，已截断为前 {limit} 字保存。）"
 
@@ -53,6 +54,7 @@ class Host:
         self._started = False
         self.commands = CommandSet()
         self._gate: Optional[SourceGate] = None
+        self._categories: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "Host":
@@ -130,12 +132,24 @@ class Host:
         return "" if self.settings.share_chat_across_bots else bot_id
 
     async def namespaces_for(self, bot_id: str) -> dict[str, Namespace]:
-        """The preset namespaces (plugins) plus the custom ones this bot's owners added."""
+        """The preset namespaces (plugins) plus the custom ones this bot's owners added.
+
+        Custom ones are cached for ``CATEGORY_CACHE_SECONDS`` (a change made in this process is
+        seen at once; one made by another process within that time), sparing a round trip per message.
+        """
+        cached = self._categories.get(bot_id)
+        if cached is None or cached[0] < time.monotonic():
+            cached = (time.monotonic() + CATEGORY_CACHE_SECONDS, await self.store.custom_namespaces(bot_id))
+            self._categories[bot_id] = cached
         namespaces = dict(self.namespaces)
-        for _bot, name, title in await self.store.custom_namespaces(bot_id):
+        for _bot, name, title in cached[1]:
             if name not in namespaces:
                 namespaces[name] = custom_namespace(name, title)
         return namespaces
+
+    def forget_categories(self, bot_id: str) -> None:
+        """Drop the cached custom categories of a bot (after adding or deleting one)."""
+        self._categories.pop(bot_id, None)
 
     @staticmethod
     def find_namespace(namespaces: Mapping[str, Namespace], name_or_title: str) -> Optional[Namespace]:
@@ -201,16 +215,14 @@ class Host:
             namespaces = await self.namespaces_for(bot_id)
             if lookup(namespaces, msg.namespace) is None:
                 raise UnknownNamespace(msg.namespace, sorted(namespaces))
-        cached = await self._final_reply(bot_id, msg.message_id)
-        if cached is None:
-            async with self.gate.turn(self._chat_bot(bot_id), msg.source_id) as turn:
-                cached = await self._final_reply(bot_id, msg.message_id)
-                if cached is None:
-                    earlier = await self.store.inbox_put(bot_id, msg.message_id, msg.model_dump_json(), time.time())
-                    async for item in self._process(msg, bot_id, turn, started, streaming,
-                                                    Reply.model_validate_json(earlier) if earlier else None):
-                        yield item
-                    return
+        async with self.gate.turn(self._chat_bot(bot_id), msg.source_id) as turn:
+            cached = await self._final_reply(bot_id, msg.message_id)
+            if cached is None:
+                earlier = await self.store.inbox_put(bot_id, msg.message_id, msg.model_dump_json(), time.time())
+                async for item in self._process(msg, bot_id, turn, started, streaming,
+                                                Reply.model_validate_json(earlier) if earlier else None):
+                    yield item
+                return
         if streaming and cached.text:
             yield cached.text
         yield cached
@@ -333,17 +345,20 @@ class Host:
         ns = reply.namespace
         if "friend_circle" in reply.recorded:
             await self._append("friend_circle", ns, msg, bot_id, content)
-        if "chat" in reply.recorded:
-            await self._append("chat", ns, msg, bot_id, content)
-            await self._append("chat", ns, msg, bot_id, reply.text, user_id=bot_id,
-                               message_id=f"{msg.message_id}#reply",
-                               timestamp=max(time.time(), msg.timestamp + 0.001))
+        if "chat" in reply.recorded:  # the message and its reply, in one round trip
+            pair = [self._record_of(msg, bot_id, content),
+                    self._record_of(msg, bot_id, reply.text, user_id=bot_id, message_id=f"{msg.message_id}#reply",
+                                    timestamp=max(time.time(), msg.timestamp + 0.001))]
+            await self.store.append_many(self.history_key("chat", ns, msg.source_id, bot_id), pair,
+                                         max_per_user=self.settings.max_user_record_count,
+                                         ttl=self.settings.clear_cycle_seconds)
         if "namespace" in reply.recorded:
             await self._append("namespace", ns, msg, bot_id, content)
-        if state is not None:
-            state.timings["record"] = _ms(started)
         await self.store.inbox_complete(bot_id, msg.message_id, payload,
                                         time.time() + self.settings.clear_cycle_seconds)
+        if state is not None:  # the caller's copy; the stored one was fixed before the writes
+            reply.timings["record"] = _ms(started)
+            reply.timings["total"] = _ms(state.started)
 
     async def replay(self) -> int:
         """Process every message left in the inbox by a crash; returns how many. Runs at start."""
@@ -452,12 +467,17 @@ class Host:
             degraded.append("llm")
             return offline_answer(content, passages, board, notice=APOLOGY), True
 
+    @staticmethod
+    def _record_of(msg: InboundMessage, bot_id: str, content: str, *, user_id: Optional[str] = None,
+                   message_id: Optional[str] = None, timestamp: Optional[float] = None) -> Record:
+        return Record(user_id=user_id or msg.user_id, source_id=msg.source_id, bot_id=bot_id, content=content,
+                      timestamp=timestamp if timestamp is not None else msg.timestamp,
+                      message_id=message_id or msg.message_id)
+
     async def _append(self, kind: HistoryKind, namespace: str, msg: InboundMessage, bot_id: str,
                       content: str, *, user_id: Optional[str] = None, message_id: Optional[str] = None,
                       timestamp: Optional[float] = None) -> bool:
-        record = Record(user_id=user_id or msg.user_id, source_id=msg.source_id, bot_id=bot_id,
-                        content=content, timestamp=timestamp if timestamp is not None else msg.timestamp,
-                        message_id=message_id or msg.message_id)
+        record = self._record_of(msg, bot_id, content, user_id=user_id, message_id=message_id, timestamp=timestamp)
         key = self.history_key(kind, namespace, msg.source_id, bot_id)
         await self.store.append(key, record, max_per_user=self.settings.max_user_record_count,
                                 ttl=self.settings.clear_cycle_seconds)

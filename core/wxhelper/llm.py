@@ -16,8 +16,9 @@ import random
 import time
 from typing import AsyncIterator, Optional
 
-from openai import (APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI, OpenAIError,
-                    RateLimitError)
+from openai import (APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI, AsyncStream,
+                    OpenAIError, RateLimitError)
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from .settings import Settings
 
@@ -45,6 +46,9 @@ class LLM:
         return self._client is not None
 
     def _params(self, messages: list[dict[str, str]]) -> dict:
+        """The request body. Sent through the client's ``post`` rather than ``chat.completions.create``:
+        the typed method re-validates every message of the prompt (about 7 ms of CPU for a 40-message
+        prompt), which is the host's largest per-message cost; the request on the wire is the same."""
         params: dict = {"model": self.settings.model, "messages": messages}
         if self.settings.temperature is not None:
             params["temperature"] = self.settings.temperature
@@ -77,7 +81,7 @@ class LLM:
         deadline = time.monotonic() + self.settings.llm_retry_budget
 
         async def call():  # type: ignore[no-untyped-def]
-            return await client.chat.completions.create(**self._params(messages))
+            return await client.post("/chat/completions", cast_to=ChatCompletion, body=self._params(messages))
 
         response = await self._with_retries(call, deadline)
         if not response.choices:
@@ -92,7 +96,9 @@ class LLM:
         while True:
             sent = False
             try:
-                stream = await client.chat.completions.create(**self._params(messages), stream=True)
+                stream = await client.post("/chat/completions", cast_to=ChatCompletion,
+                                           body={**self._params(messages), "stream": True},
+                                           stream=True, stream_cls=AsyncStream[ChatCompletionChunk])
                 async for chunk in stream:
                     if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                         sent = True

@@ -161,7 +161,15 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
 
     async def append_many(self, key: HistoryKey, records: list[Record], *, max_per_user: int,
                           ttl: float) -> list[bool]:
-        return await self.remote.append_many(key, records, max_per_user=max_per_user, ttl=ttl)
+        async with self._order:
+            if self._spooled == 0 and time.monotonic() >= self._down_until:
+                try:
+                    return await self.remote.append_many(key, records, max_per_user=max_per_user, ttl=ttl)
+                except StoreError as exc:
+                    self._mark_down(exc)
+            for record in records:
+                await self._spool(key, record, max_per_user, ttl)
+            return [True] * len(records)
 
     def iter_all(self):  # type: ignore[no-untyped-def]
         return self.remote.iter_all()
