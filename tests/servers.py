@@ -57,6 +57,17 @@ def _wait_for_ping(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> 
     raise RuntimeError(f"redis-server on port {port} did not answer PING (exit code {proc.poll()})")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1:<free port>."""
 
@@ -86,13 +97,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -173,12 +178,6 @@ class RedisSentinel:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.master_name}/0"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.master.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -68,7 +68,6 @@ async def test_board_is_shared_across_sources_and_bots_but_not_namespaces(data_d
     assert_in_prompt(buyer, "138-1234-5678")
     assert_not_in_prompt(buyer, "本田雅阁")
     assert_not_in_prompt(travel, "138-1234-5678")
-    board = await_history = None  # noqa: F841  (read below through the API)
     async with host_for(data_dir, PLUGINS) as host:
         board = await host.history("car_client", "namespace")
     assert [r.user_id for r in board] == ["seller"]

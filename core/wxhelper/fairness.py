@@ -69,25 +69,32 @@ def max_min_fair(histories: Sequence[UserHistory], max_records: int, max_chars: 
     if max_records <= 0 or max_chars <= 0:
         return []
     candidates = [h for h in by_recency(histories) if h.records][:max_records]
-    events: list[tuple[float, int, int, int]] = []
+    events: list[tuple[float, int, int]] = []
     for rank, history in enumerate(candidates):
         weight = history.weight if history.weight > 0 else 1.0
         chars = 0
         for k, record in enumerate(history.records[:max_records], start=1):
             chars += len(record.content)
             level = max(k / max_records, chars / max_chars) / weight
-            events.append((level, rank, k, chars))
+            events.append((level, rank, k))
+    return _admit(candidates, events, max_records, max_chars)
+
+
+def _admit(candidates: Sequence[UserHistory], events: list[tuple[float, int, int]], max_records: int,
+           max_chars: int) -> list:
+    """Progressive filling: admit ``(level, rank, k)`` events lowest level first; a user whose next
+    record does not fit stops (their selection stays a newest-first prefix)."""
     events.sort()
     taken: list = []
     taken_chars = 0
     stopped: set[int] = set()
-    for _level, rank, k, _cum in events:
+    for _level, rank, k in events:
         if rank in stopped:
             continue
-        record = candidates[rank].records[k - 1]
-        size = len(record.content)
         if len(taken) >= max_records:
             break
+        record = candidates[rank].records[k - 1]
+        size = len(record.content)
         if taken_chars + size > max_chars:
             stopped.add(rank)
             continue
@@ -177,23 +184,7 @@ def _filling(
                 level = previous
             previous = level
             events.append((level, rank, k))
-    events.sort()
-    taken: list = []
-    taken_chars = 0
-    stopped: set[int] = set()
-    for _level, rank, k in events:
-        if rank in stopped:
-            continue
-        if len(taken) >= max_records:
-            break
-        record = candidates[rank].records[k - 1]
-        size = len(record.content)
-        if taken_chars + size > max_chars:
-            stopped.add(rank)
-            continue
-        taken.append(record)
-        taken_chars += size
-    return chronological(taken)
+    return _admit(candidates, events, max_records, max_chars)
 
 
 def weighted_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int) -> list:
