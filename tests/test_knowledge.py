@@ -346,7 +346,7 @@ def test_default_embedding_retrieval_quality_does_not_regress(default_eval):
 
 
 @pytest.mark.xfail(reason="issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9) are not met yet; "
-                          "see docs/performance.md", strict=False)
+                          "see docs/performance.md", strict=True)
 def test_default_embedding_meets_the_issue_targets(default_eval):
     overall, para = default_eval.metrics(), default_eval.metrics("paraphrase")
     assert overall["recall@3"] >= 0.95 and overall["recall@1"] >= 0.85 and para["recall@3"] >= 0.9
