@@ -128,3 +128,18 @@ def test_cli_namespaces_shows_a_broken_plugin(tmp_path):
     broken = [r for r in rows if r["plugin"] == "wxhelper-cli-broken"]
     assert broken and broken[0]["status"] == "failed" and "kaput" in broken[0]["errors"][0]
     assert {r["name"] for r in rows if r["status"] == "loaded"} == {"聊天", "lvyou"}
+
+
+@pytest.mark.parametrize("dist, text", [("wxhelper-car-client", "二手车 卡罗拉 出售 13812345678"),
+                                        ("wxhelper-qzzp", "招聘司机 月薪8000 13812345678"),
+                                        ("wxhelper-lvyou", "旅游 拼车去稻城亚丁 13812345678")])
+async def test_shipped_prompts_keep_list_items_and_headings_on_their_own_lines(data_dir, dist, text):
+    """Under the host's trim_blocks/lstrip_blocks a `{%-` tag glues lines together; catch that."""
+    import re
+
+    async with host_for(data_dir, [dist], embedding="hashed") as host:
+        await host.handle(InboundMessage(user_id="s", group_id="g", content=text))
+        reply = await host.handle(InboundMessage(user_id="u", group_id="g", content=text))
+    system = reply.prompt[0]["content"]
+    assert "13812345678" in system
+    assert not re.search(r"[。！？：）)][-#]+ ", system), system
