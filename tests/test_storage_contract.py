@@ -365,3 +365,12 @@ async def test_registration_is_repaired_by_the_next_write(redis_url: str) -> Non
         assert await store.purge_expired(NOW + 1) == 1
     finally:
         await store.close()
+
+
+async def test_a_kept_reply_expires(store: HistoryStore) -> None:
+    """Replies are kept for re-deliveries until they expire, on every backend alike."""
+    await store.inbox_put("b", "short", "{}", NOW)
+    await store.inbox_complete("b", "short", '"bye"', time.time() + 0.3)
+    assert await store.reply_for("b", "short") == '"bye"'
+    await asyncio.sleep(0.6)
+    assert await store.reply_for("b", "short") is None

@@ -278,7 +278,8 @@ class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
 
     async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
         row = await self._run(lambda c: c.execute(
-            "SELECT reply FROM replies WHERE bot_id=? AND message_id=?", (bot_id, message_id)).fetchone())
+            "SELECT reply FROM replies WHERE bot_id=? AND message_id=? AND expires>=?",
+            (bot_id, message_id, time.time())).fetchone())
         return row[0] if row else None
 
     async def inbox_depth(self) -> int:
