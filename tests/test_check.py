@@ -9,7 +9,6 @@ from contextlib import ExitStack
 import pytest
 from click.testing import CliRunner
 
-from wxhelper import hookspecs
 from wxhelper.check import check_plugins
 from wxhelper.cli import main
 from wxhelper.testing import host_for, temporary_plugin
@@ -176,7 +175,6 @@ def test_a_plugin_whose_only_namespace_clashed_is_listed(tmp_path, data_dir):
         ("wxhelper-car-client", "loaded"), (dist, "clashed")]
 
 
-@pytest.mark.skipif(not hasattr(hookspecs, "register_commands"), reason="no chat-command hook in this host")
 def test_a_clashing_chat_command_is_a_problem(tmp_path):
     source = plugin_source() + ("@hookimpl\ndef register_commands(register):\n"
                                 "    register('切换', lambda ctx, args: 'mine')\n")

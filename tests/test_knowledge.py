@@ -262,7 +262,7 @@ def test_sentence_transformers_path_errors_are_clear_and_fall_back(tmp_path):
 
 def _tiny_onnx_model(path: Path, dims: int = 16) -> tuple[dict[str, int], np.ndarray]:
     """A real ONNX encoder (a token-embedding lookup) and a WordLevel tokenizer.json, made here."""
-    onnx = pytest.importorskip("onnx")
+    import onnx  # the test extra installs it
     from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, models, pre_tokenizers
 

@@ -37,7 +37,7 @@ class ChromaServer:
 
     def __init__(self) -> None:
         if not Path(CHROMA).exists():
-            pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+            raise RuntimeError(f"the chroma CLI (from the chromadb package) is not at {CHROMA}")
         self.dir = Path(tempfile.mkdtemp(prefix="wxhelper-chroma-"))
         self.port = free_port()
         self.log = open(self.dir / "chroma.log", "wb")

@@ -21,8 +21,8 @@ from typing import Iterator, Optional
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("prometheus_client")
+import fastapi  # noqa: E402,F401  (the [server] extra; scripts/test.sh installs it)
+import prometheus_client  # noqa: E402,F401
 httpx = pytest.importorskip("httpx")
 
 from click.testing import CliRunner  # noqa: E402

@@ -30,7 +30,7 @@ same selection for the same data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Protocol, Sequence
 
 

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pluggy import HookimplMarker, HookspecMarker
 
 if TYPE_CHECKING:
-    from .commands import CommandHandler
     from .messages import InboundMessage
     from .namespace import Namespace
     from .settings import Settings

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 import click
 
 from .messages import Record
-from .storage import HistoryKey, HistoryStore, open_store
+from .storage import HistoryStore, open_store
 
 
 def checksum(records: Iterable[Record]) -> str:

@@ -19,7 +19,6 @@ last ``›`` segment) is that heading; so re-splitting a section keeps labels va
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
