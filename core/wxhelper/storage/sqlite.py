@@ -237,6 +237,12 @@ class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
         return await self._run(lambda c: [tuple(r) for r in c.execute(
             "SELECT source_id, bot_id, namespace FROM bindings ORDER BY source_id, bot_id")])
 
+    async def _rows_of_bot(self, select: str, order: str, bot_id: Optional[str]) -> list:
+        """Rows of one bot (or of all bots when ``bot_id`` is None), as tuples."""
+        where, args = (" WHERE bot_id=?", (bot_id,)) if bot_id is not None else ("", ())
+        rows = await self._run(lambda c: c.execute(f"{select}{where} ORDER BY {order}", args).fetchall())
+        return [tuple(r) for r in rows]
+
     # -- inbox -------------------------------------------------------------------
     async def inbox_put(self, bot_id: str, message_id: str, payload: str, received: float) -> Optional[str]:
         def put(conn: sqlite3.Connection) -> Optional[str]:
@@ -268,13 +274,7 @@ class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
         await self._run(done)
 
     async def inbox_pending(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str, Optional[str]]]:
-        sql = "SELECT bot_id,message_id,payload,reply FROM inbox"
-        args: tuple = ()
-        if bot_id is not None:
-            sql += " WHERE bot_id=?"
-            args = (bot_id,)
-        rows = await self._run(lambda c: c.execute(sql + " ORDER BY seq", args).fetchall())
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return await self._rows_of_bot("SELECT bot_id,message_id,payload,reply FROM inbox", "seq", bot_id)
 
     async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
         row = await self._run(lambda c: c.execute(
@@ -315,13 +315,7 @@ class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
 
     # -- custom namespaces -----------------------------------------------------------
     async def custom_namespaces(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str]]:
-        sql = "SELECT bot_id,name,title FROM custom_namespaces"
-        args: tuple = ()
-        if bot_id is not None:
-            sql += " WHERE bot_id=?"
-            args = (bot_id,)
-        rows = await self._run(lambda c: c.execute(sql + " ORDER BY bot_id, name", args).fetchall())
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return await self._rows_of_bot("SELECT bot_id,name,title FROM custom_namespaces", "bot_id, name", bot_id)
 
     async def add_custom_namespace(self, bot_id: str, name: str, title: str) -> bool:
         cur = await self._run(lambda c: c.execute(
