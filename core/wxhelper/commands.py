@@ -105,18 +105,52 @@ async def switch_category(ctx: CommandContext, args: list[str]) -> str:
     return f"已切换到「{ns.title}」。"
 
 
+class CategoryError(ValueError):
+    """A category cannot be added or deleted; the text says why (in the users' language)."""
+
+
+async def create_category(host: "Host", bot_id: str, name: str, title: Optional[str] = None) -> str:
+    """Add a custom category for ``bot_id`` (chat command and operator console alike); returns its name."""
+    title = (title or name).strip()
+    if not NAME_PATTERN.match(name):
+        raise CategoryError("分类名称需为 1-64 个字符，不能包含空格和 / | \\ : { } *。")
+    if not title or len(title) > 64:
+        raise CategoryError("分类标题需为 1-64 个字符。")
+    existing = await host.namespaces_for(bot_id)
+    if host.find_namespace(existing, name) is not None or host.find_namespace(existing, title) is not None:
+        raise CategoryError(f"分类「{name}」已经存在。")
+    await host.store.add_custom_namespace(bot_id, name, title)
+    host.forget_categories(bot_id)
+    log.info("bot %s: custom namespace added", bot_id)
+    return name
+
+
+async def remove_category(host: "Host", bot_id: str, name: str) -> tuple[str, int]:
+    """Delete a custom category of ``bot_id`` and, unless another bot still has it, its histories.
+
+    Returns ``(title, records dropped)``. Callers ask for the confirmation first.
+    """
+    namespaces = await host.namespaces_for(bot_id)
+    ns = host.find_namespace(namespaces, name)
+    if ns is None:
+        raise CategoryError(f"没有名为「{name}」的分类。")
+    if ns.plugin != "custom":
+        raise CategoryError(f"「{ns.title}」是预置分类，不能删除。")
+    await host.store.delete_custom_namespace(bot_id, ns.name)
+    host.forget_categories(bot_id)
+    still_used = any(n == ns.name for _bot, n, _title in await host.store.custom_namespaces())
+    dropped = 0 if still_used else await host.store.clear_namespace(ns.name)
+    log.info("bot %s: custom namespace deleted, %d records dropped", bot_id, dropped)
+    return ns.title, dropped
+
+
 async def add_category(ctx: CommandContext, args: list[str]) -> str:
     if not args or not args[0]:
         return "用法：/新增分类|名称"
-    name = args[0]
-    if not NAME_PATTERN.match(name):
-        return "分类名称需为 1-64 个字符，不能包含空格和 / | \\ : { } *。"
-    existing = await ctx.host.namespaces_for(ctx.bot_id)
-    if ctx.host.find_namespace(existing, name) is not None:
-        return f"分类「{name}」已经存在。"
-    await ctx.host.store.add_custom_namespace(ctx.bot_id, name, name)
-    ctx.host.forget_categories(ctx.bot_id)
-    log.info("bot %s: custom namespace added", ctx.bot_id)
+    try:
+        name = await create_category(ctx.host, ctx.bot_id, args[0])
+    except CategoryError as exc:
+        return str(exc)
     return f"已新增分类「{name}」。"
 
 
@@ -124,20 +158,14 @@ async def delete_category(ctx: CommandContext, args: list[str]) -> str:
     if not args or not args[0]:
         return "用法：/删除分类|名称"
     name = args[0]
-    namespaces = await ctx.host.namespaces_for(ctx.bot_id)
-    ns = ctx.host.find_namespace(namespaces, name)
-    if ns is None:
-        return f"没有名为「{name}」的分类。"
-    if ns.plugin != "custom":
-        return f"「{ns.title}」是预置分类，不能删除。"
-    if len(args) < 2 or args[1] != CONFIRM:
+    ns = ctx.host.find_namespace(await ctx.host.namespaces_for(ctx.bot_id), name)
+    if ns is not None and ns.plugin == "custom" and (len(args) < 2 or args[1] != CONFIRM):
         return f"删除分类「{ns.title}」会清空它的全部记录。确认请发送：/删除分类|{ns.name}|{CONFIRM}"
-    await ctx.host.store.delete_custom_namespace(ctx.bot_id, ns.name)
-    ctx.host.forget_categories(ctx.bot_id)
-    still_used = any(name == ns.name for _bot, name, _title in await ctx.host.store.custom_namespaces())
-    dropped = 0 if still_used else await ctx.host.store.clear_namespace(ns.name)
-    log.info("bot %s: custom namespace deleted, %d records dropped", ctx.bot_id, dropped)
-    return f"已删除分类「{ns.title}」，清除了 {dropped} 条记录。"
+    try:
+        title, dropped = await remove_category(ctx.host, ctx.bot_id, name)
+    except CategoryError as exc:
+        return str(exc)
+    return f"已删除分类「{title}」，清除了 {dropped} 条记录。"
 
 
 BUILTIN_COMMANDS = (

@@ -55,6 +55,7 @@ class Host:
         self.commands = CommandSet()
         self._gate: Optional[SourceGate] = None
         self._categories: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
+        self._observers: list[Observer] = []
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "Host":
@@ -180,6 +181,22 @@ class Host:
             return HistoryKey.chat(namespace, source_id, self._chat_bot(bot_id or self.settings.bot_id))
         return HistoryKey.shared(kind, namespace)
 
+    # -- observers (the operator console) ----------------------------------------------------
+    def add_observer(self, observer: "Observer") -> None:
+        """Call ``observer(message, reply, turn)`` after each handled message (``turn`` is None for commands).
+
+        Observers run on the event loop after the writes; they must be cheap and must not block
+        (the console's only queues the data). One that raises is logged, never fails the message.
+        """
+        self._observers.append(observer)
+
+    def _observe(self, msg: InboundMessage, reply: Reply, turn: Optional["_Turn"]) -> None:
+        for observer in self._observers:
+            try:
+                observer(msg, reply, turn)
+            except Exception:
+                log.exception("an observer of handled messages raised")
+
     # -- the main job ---------------------------------------------------------------
     async def handle(self, message: Union[InboundMessage, Mapping[str, Any]]) -> Reply:
         """Handle one message: route, assemble a fair prompt, answer, record.
@@ -244,6 +261,8 @@ class Host:
         if command is not None:
             reply = await self._command(msg, bot_id, *command)
             await self._commit(turn, bot_id, msg, reply)
+            if self._observers:
+                self._observe(msg, reply, None)
             if streaming:
                 yield reply.text
             yield reply
@@ -252,6 +271,8 @@ class Host:
         if msg.channel == "friend_circle":
             reply = self._build_reply(state, "", offline=True, answered=False)
             await self._commit(turn, bot_id, msg, reply, state)
+            if self._observers:
+                self._observe(msg, reply, state)
             yield reply
             return
         llm_started = time.perf_counter()
@@ -269,6 +290,8 @@ class Host:
         state.timings["llm"] = _ms(llm_started)
         reply = self._build_reply(state, text, offline)
         await self._commit(turn, bot_id, msg, reply, state)
+        if self._observers:
+            self._observe(msg, reply, state)
         if streaming and reply.truncated:
             yield reply.text[len(text):]
         yield reply
@@ -419,6 +442,7 @@ class Host:
         system, error = self.renderer.render_system(ns, context)
         if error:
             turn.degraded.append(f"plugin:{ns.plugin}")
+            turn.template_error = error
         prompt = [{"role": "system", "content": system}]
         for record in chat:
             if record.user_id == bot_id:
@@ -429,6 +453,7 @@ class Host:
         speaker = f"{msg.user_id}：" if msg.is_group else ""
         prompt.append({"role": "user", "content": f"{speaker}{turn.content}"})
         turn.prompt, turn.passages, turn.board = prompt, passages, board
+        turn.chat, turn.circle = chat, circle
         turn.timings["assembly"] = _ms(started)
 
     async def _retrieve(self, ns: Namespace, content: str, degraded: list[str]) -> list[Passage]:
@@ -543,6 +568,13 @@ class _Turn:
     prompt: list[dict[str, str]] = field(default_factory=list)
     passages: list[Passage] = field(default_factory=list)
     board: list[Record] = field(default_factory=list)
+    chat: list[Record] = field(default_factory=list)
+    circle: list[Record] = field(default_factory=list)
+    template_error: Optional[str] = None
+
+
+Observer = Callable[[InboundMessage, Reply, Optional[_Turn]], None]
+"""What :meth:`Host.add_observer` takes: ``(message, reply, turn or None)``."""
 
 
 def _ms(since: float) -> float:

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     max_body: int = Field(1048576, ge=1, validation_alias=_env("WXHELPER_MAX_BODY", "max_body"),
                           description="Largest HTTP request body in bytes; a larger one gets 413.")
 
+    console_events: int = Field(
+        200, ge=0, le=100000, validation_alias=_env("WXHELPER_CONSOLE_EVENTS", "console_events"),
+        description="Handled messages the operator console keeps (ring buffer, or a capped Redis stream); 0: none.")
+
     log_level: str = Field("INFO", validation_alias=_env("WXHELPER_LOG_LEVEL", "log_level"))
 
     @field_validator("fair_algorithm")

@@ -38,6 +38,7 @@ from ..messages import MAX_ID_CHARS, InboundMessage, Record, Reply, _check_id
 from ..routing import UnknownNamespace, lookup
 from ..settings import Settings
 from ..storage import HistoryKey, StoreError
+from . import admin
 from .guard import Guard
 from .metrics import Metrics, inbox_depth_of
 
@@ -138,6 +139,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         finally:
             if background:
                 await asyncio.wait(background, timeout=30)
+            await console.close()
             await host.close()
 
     app = FastAPI(
@@ -149,6 +151,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
     app.state.metrics = metrics
     token = api_token(settings)
     app.add_middleware(Guard, token=token, max_body=settings.max_body, on_reject=metrics.reject)
+    console = admin.install(app, host, token)  # the operator console: /admin and /admin/api (docs/console.md)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

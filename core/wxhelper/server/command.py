@@ -89,6 +89,7 @@ def serve(bind_host: str, port: int, workers: int, allow_unauthenticated: bool, 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiproc_dir = tempfile.mkdtemp(prefix="wxhelper-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    os.environ["WXHELPER_SERVE_WORKERS"] = str(workers)  # the console refuses re-indexing an embedded Chroma shared by workers
     store = settings.store_url.split("?", 1)[0]
     if "@" in store:  # never print a password
         store = store.split("://", 1)[0] + "://…@" + store.rsplit("@", 1)[1]

@@ -20,8 +20,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-"""Paths that never need the token: liveness and readiness probes."""
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/admin", "/admin/"})
+"""Paths that never need the token: liveness and readiness probes, and the console's page (it holds no data)."""
+OPEN_PREFIX = "/admin/static/"
+"""The console's JS, CSS and images: no data either. Its data, under ``/admin/api/``, needs the token."""
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Optional[list[tuple[bytes, bytes]]] = None) -> None:
@@ -46,7 +48,8 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.token is not None and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+        if (self.token is not None and scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIX)
+                and not self._authorized(scope)):
             self.on_reject("unauthorized")
             await send_json(send, 401, {"detail": "missing or wrong bearer token (Authorization: Bearer <token>)"},
                             [(b"www-authenticate", b'Bearer realm="wxhelper"')])

@@ -1,0 +1,370 @@
+"""Handled-message events for the operator console: what each message went through, kept bounded.
+
+The host calls an observer after each message (:meth:`wxhelper.host.Host.add_observer`). The
+:class:`EventRecorder` only queues what it is given there (no I/O, no copying on the message's
+path); a background task turns it into an event — source, namespace, histories recorded, the
+latency split, the exact prompt, the retrieved passages and each history section with who
+contributed what — and adds it to an :class:`EventLog`:
+
+* :class:`MemoryEventLog`, a ring buffer in the process (the SQLite store: one process);
+* :class:`RedisEventLog`, a capped Redis stream (``XADD … MAXLEN ~ N``) shared by every worker
+  of ``wxhelper serve --workers N``, so the console shows every worker's messages.
+
+Both keep at most ``WXHELPER_CONSOLE_EVENTS`` events (the stream trims approximately, a little
+over). Events hold the text as it was sent; phone numbers are masked when they are read out
+(:func:`mask`), so no console view and no console answer ever shows a whole number. An event's
+long texts are cut at :data:`MAX_TEXT_CHARS` so one event stays well under a megabyte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
+
+from .messages import InboundMessage, Record, Reply
+from .phone import mask_phone_numbers
+
+if TYPE_CHECKING:
+    from .host import Host, _Turn
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20000
+"""Longest text kept in an event (a prompt message, the reply); longer ones are cut with a note."""
+PREVIEW_CHARS = 240
+"""Characters of each history record shown in the inspector's sections (the whole text is in the prompt)."""
+QUEUE_SIZE = 1000
+"""Messages waiting to become events; beyond it they are dropped (and counted), never awaited."""
+SECTIONS = ("chat", "namespace", "friend_circle")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[… {len(text) - limit} more characters not kept by the console]"
+
+
+def _record_row(record: Record) -> dict[str, Any]:
+    return {"user_id": record.user_id, "source_id": record.source_id, "message_id": record.message_id,
+            "timestamp": record.timestamp, "chars": len(record.content), "preview": record.content[:PREVIEW_CHARS]}
+
+
+def per_user(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records and characters per user in one section, largest share first."""
+    users: dict[str, dict[str, Any]] = {}
+    for row in records:
+        entry = users.setdefault(row["user_id"], {"user_id": row["user_id"], "records": 0, "chars": 0})
+        entry["records"] += 1
+        entry["chars"] += int(row["chars"])
+    return sorted(users.values(), key=lambda u: (-u["chars"], -u["records"], u["user_id"]))
+
+
+def template_origin(host: "Host", turn: "_Turn") -> dict[str, Any]:
+    """Which ``system.j2`` rendered the prompt: the operator's override, the plugin's, or the host's."""
+    from .prompt import DEFAULT_TEMPLATES, SYSTEM_TEMPLATE
+
+    ns = turn.ns
+    renderer = host.renderer
+    path: Optional[Path] = None
+    origin = "host"
+    if turn.template_error is None:
+        for candidate in renderer.search_path(ns):
+            if (candidate / SYSTEM_TEMPLATE).is_file():
+                path = candidate / SYSTEM_TEMPLATE
+                break
+        if path is not None and renderer.override_dir is not None and path.parent == renderer.override_dir / ns.name:
+            origin = "operator"
+        elif path is not None and path.parent != DEFAULT_TEMPLATES:
+            origin = "plugin"
+    else:
+        path = DEFAULT_TEMPLATES / SYSTEM_TEMPLATE
+        origin = "host (fallback)"
+    return {"name": SYSTEM_TEMPLATE, "origin": origin, "path": str(path) if path else "",
+            "error": turn.template_error}
+
+
+def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional["_Turn"]) -> dict[str, Any]:
+    """The console's record of one handled message (unmasked; :func:`mask` before showing it)."""
+    settings = host.settings
+    event: dict[str, Any] = {
+        "time": time.time(), "worker": worker_name(),
+        "bot_id": msg.bot_id or settings.bot_id, "message_id": msg.message_id, "user_id": msg.user_id,
+        "group_id": msg.group_id, "source_id": reply.source_id, "channel": msg.channel,
+        "namespace": reply.namespace, "content": _cut(msg.content), "reply": _cut(reply.text),
+        "recorded": list(reply.recorded), "offline": reply.offline, "answered": reply.answered,
+        "degraded": list(reply.degraded), "command": reply.command, "truncated": reply.truncated,
+        "timings": dict(reply.timings), "algorithm": settings.fair_algorithm,
+    }
+    if turn is None:
+        return event
+    event["plugin"] = turn.ns.plugin or ""
+    event["template"] = template_origin(host, turn)
+    event["prompt"] = [{"role": m.get("role", ""), "content": _cut(m.get("content", ""))} for m in reply.prompt]
+    event["retrieved"] = [{"source": p.source, "heading": p.heading, "score": round(p.score, 4),
+                           "text": _cut(p.text)} for p in reply.retrieved]
+    sections = {}
+    for kind, records in zip(SECTIONS, (turn.chat, turn.board, turn.circle)):
+        max_records, max_chars = settings.history_budget(kind)
+        rows = [_record_row(r) for r in records]
+        sections[kind] = {"max_records": max_records, "max_chars": max_chars, "records": rows}
+    event["sections"] = sections
+    return event
+
+
+def summary(event: dict[str, Any]) -> dict[str, Any]:
+    """What the live list shows (no prompt): small enough to stream for every message."""
+    keys = ("id", "time", "worker", "bot_id", "message_id", "user_id", "group_id", "source_id", "channel",
+            "namespace", "recorded", "offline", "answered", "degraded", "command", "timings")
+    out = {k: event.get(k) for k in keys}
+    out["content"] = (event.get("content") or "")[:PREVIEW_CHARS]
+    out["reply"] = (event.get("reply") or "")[:PREVIEW_CHARS]
+    out["inspectable"] = "prompt" in event
+    return out
+
+
+def mask(value: Any) -> Any:
+    """Every string inside ``value`` with its phone numbers' middle digits replaced by ``*``."""
+    if isinstance(value, str):
+        return mask_phone_numbers(value) if _may_hold_number(value) else value
+    if isinstance(value, list):
+        return [mask(v) for v in value]
+    if isinstance(value, dict):
+        return {k: mask(v) for k, v in value.items()}
+    return value
+
+
+def _may_hold_number(text: str) -> bool:
+    digits = 0
+    for ch in text:
+        if ch.isdigit():
+            digits += 1
+            if digits >= 7:
+                return True
+    return False
+
+
+# -- where events are kept ---------------------------------------------------------------------------
+class EventLog:
+    """A bounded, ordered log of events; ids are strings that sort in the order events were added."""
+
+    backend = "none"
+
+    async def add(self, event: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first."""
+        raise NotImplementedError
+
+    async def get(self, event_id: str) -> Optional[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def last_id(self) -> str:
+        raise NotImplementedError
+
+    async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
+        """Events added after ``event_id``, oldest first; waits up to ``wait`` seconds for one."""
+        raise NotImplementedError
+
+    async def size(self) -> int:
+        raise NotImplementedError
+
+    async def follow(self, after: Optional[str] = None, wait: float = 1.0) -> AsyncIterator[dict[str, Any]]:
+        """Every event added after ``after`` (default: from now on), as it comes; never ends by itself."""
+        cursor = after if after else await self.last_id()
+        while True:
+            for event in await self.after(cursor, wait):
+                cursor = event["id"]
+                yield event
+
+
+class MemoryEventLog(EventLog):
+    """A ring buffer of the last ``maxlen`` events of this process."""
+
+    backend = "memory"
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._events: deque[dict[str, Any]] = deque(maxlen=max(1, maxlen))
+        self._seq = 0
+        self._changed = asyncio.Event()
+
+    async def add(self, event: dict[str, Any]) -> str:
+        self._seq += 1
+        event = dict(event, id=f"{self._seq}")
+        self._events.append(event)
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return event["id"]
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        return list(reversed(list(self._events)[-limit:])) if limit > 0 else []
+
+    async def get(self, event_id: str) -> Optional[dict[str, Any]]:
+        for event in self._events:
+            if event["id"] == event_id:
+                return event
+        return None
+
+    async def last_id(self) -> str:
+        return str(self._seq)
+
+    async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
+        try:
+            seq = int(event_id)
+        except ValueError:
+            seq = 0
+        if self._seq <= seq:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+        return [e for e in self._events if int(e["id"]) > seq]
+
+    async def size(self) -> int:
+        return len(self._events)
+
+
+class RedisEventLog(EventLog):
+    """A capped Redis stream every worker adds to and reads from (``XADD key MAXLEN ~ maxlen``)."""
+
+    backend = "redis-stream"
+
+    def __init__(self, client: Any, key: str, maxlen: int, block_ms: int = 1000) -> None:
+        self.client = client
+        self.key = key
+        self.maxlen = maxlen
+        self.block_ms = block_ms
+
+    async def add(self, event: dict[str, Any]) -> str:
+        data = json.dumps(event, ensure_ascii=False, default=str)
+        event_id = await self.client.xadd(self.key, {"e": data}, maxlen=self.maxlen, approximate=True)
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    @staticmethod
+    def _decode(entry: Any) -> dict[str, Any]:
+        event_id, fields = entry
+        raw = fields.get(b"e") or fields.get("e") or b"{}"
+        event = json.loads(raw)
+        event["id"] = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        return event
+
+    async def recent(self, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        return [self._decode(e) for e in await self.client.xrevrange(self.key, count=limit)]
+
+    async def get(self, event_id: str) -> Optional[dict[str, Any]]:
+        if not _stream_id(event_id):
+            return None
+        entries = await self.client.xrange(self.key, min=event_id, max=event_id, count=1)
+        return self._decode(entries[0]) if entries else None
+
+    async def last_id(self) -> str:
+        entries = await self.client.xrevrange(self.key, count=1)
+        if not entries:
+            return "0-0"
+        event_id = entries[0][0]
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
+        cursor = event_id if _stream_id(event_id) else "0-0"
+        answer = await self.client.xread({self.key: cursor}, count=100, block=max(1, int(wait * 1000)))
+        out: list[dict[str, Any]] = []
+        for _key, entries in answer or []:
+            out.extend(self._decode(e) for e in entries)
+        return out
+
+    async def size(self) -> int:
+        return int(await self.client.xlen(self.key))
+
+
+def _stream_id(value: str) -> bool:
+    first, _, second = value.partition("-")
+    return first.isdigit() and (second == "" or second.isdigit())
+
+
+def event_log_for(host: "Host") -> EventLog:
+    """A Redis stream when the history store is Redis (shared by every worker), else a ring buffer."""
+    from .storage.redis import RedisStore
+
+    maxlen = host.settings.console_events
+    remote = getattr(host.store, "remote", host.store)
+    if isinstance(remote, RedisStore):
+        return RedisEventLog(remote.client, f"{remote.prefix}console:events", maxlen)
+    return MemoryEventLog(maxlen)
+
+
+class EventRecorder:
+    """The host's observer: queues each handled message; a task builds the event and adds it to the log."""
+
+    def __init__(self, host: "Host") -> None:
+        self.host = host
+        self.enabled = host.settings.console_events > 0
+        self._log: Optional[EventLog] = None
+        self._queue: Optional[asyncio.Queue] = None
+        self._task: Optional[asyncio.Task] = None
+        self.dropped = 0
+        self.failed = 0
+        self.recorded = 0
+        if self.enabled:
+            host.add_observer(self)
+
+    @property
+    def log(self) -> EventLog:
+        if self._log is None:
+            self._log = event_log_for(self.host) if self.enabled else MemoryEventLog(0)
+        return self._log
+
+    def __call__(self, msg: InboundMessage, reply: Reply, turn: Optional["_Turn"]) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue(QUEUE_SIZE)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        try:
+            self._queue.put_nowait((msg, reply, turn))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            msg, reply, turn = await self._queue.get()
+            try:
+                await self.log.add(build_event(self.host, msg, reply, turn))
+                self.recorded += 1
+            except Exception as exc:  # the console is best effort: an event lost is never a message lost
+                self.failed += 1
+                log.warning("console event for message %s not recorded: %s: %s", msg.message_id,
+                            type(exc).__name__, exc)
+            finally:
+                self._queue.task_done()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every queued message is in the log (tests, shutdown)."""
+        if self._queue is not None and self._task is not None and not self._task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
+
+    async def close(self) -> None:
+        await self.flush(2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def stats(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "backend": self.log.backend if self.enabled else "off",
+                "max_events": self.host.settings.console_events, "recorded": self.recorded,
+                "dropped": self.dropped, "failed": self.failed,
+                "queued": self._queue.qsize() if self._queue is not None else 0}
