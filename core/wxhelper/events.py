@@ -134,14 +134,18 @@ def summary(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+UNMASKED_KEYS = frozenset({"id", "after"})
+"""Event ids (a Redis stream id is a millisecond timestamp, which looks like a phone number)."""
+
+
 def mask(value: Any) -> Any:
-    """Every string inside ``value`` with its phone numbers' middle digits replaced by ``*``."""
+    """Every string inside ``value`` with its phone numbers' middle digits replaced by ``*`` (event ids excepted)."""
     if isinstance(value, str):
         return mask_phone_numbers(value) if _may_hold_number(value) else value
     if isinstance(value, list):
         return [mask(v) for v in value]
     if isinstance(value, dict):
-        return {k: mask(v) for k, v in value.items()}
+        return {k: v if k in UNMASKED_KEYS else mask(v) for k, v in value.items()}
     return value
 
 
