@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The operator console's browser tests drive Debian's chromium with Playwright (no browser download).
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-wqy-microhei)  # a CJK font, so screenshots show the Chinese
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "installing ${need_apt[*]} from Debian's packages"

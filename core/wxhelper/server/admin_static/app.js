@@ -384,7 +384,7 @@ function s(tag, attrs, text) {
 // Horizontal grouped bars: per user, what is available (grey), the current selection and the compared one.
 function barChart(data, metric, title) {
   const users = data.users.slice(0, 30);
-  const rowH = 34, labelW = 150, width = 760, plotW = width - labelW - 70, top = 28;
+  const rowH = 34, labelW = 150, width = 860, plotW = width - labelW - 170, top = 28;
   const height = top + users.length * rowH + 10;
   const max = Math.max(1, ...users.map((u) => Math.max(u.available[metric], u.current[metric], u.compare[metric])));
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title,
