@@ -372,6 +372,8 @@ async def test_the_redis_stream_is_capped(redis_url: str) -> None:
 def test_mask_and_per_user() -> None:
     assert mask({"a": [f"电话{PHONE}", "订单号 20240512123456789"], "n": 3}) == \
         {"a": [f"电话{MASKED}", "订单号 20240512123456789"], "n": 3}
+    ids = {"id": "1795251158647-0", "message_id": "m-ac43a556796542f6b3fb9e437e8d7b5d"}
+    assert mask(ids) == ids  # identifiers stay whole, though their digits could parse as a number
     assert per_user([{"user_id": "a", "chars": 3}, {"user_id": "b", "chars": 10}, {"user_id": "a", "chars": 4}]) == [
         {"user_id": "b", "records": 1, "chars": 10}, {"user_id": "a", "records": 2, "chars": 7}]
 

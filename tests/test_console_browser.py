@@ -131,6 +131,11 @@ def test_a_message_sent_through_the_api_appears_live_and_its_prompt_opens(page: 
     expect(page.locator("#live-state")).to_have_text("live")
     mid = f"browser-{uuid.uuid4().hex[:10]}"
     with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as client:
+        # Earlier traffic, so the prompt has a chat turn, a board post and a friend-circle post in it.
+        _send(client, user_id="bob", group_id="车友群", namespace="car_client",
+              content="出一台2018款思域，7万公里，无事故，电话13900001111")
+        _send(client, user_id="carol", namespace="car_client", channel="friend_circle",
+              content="朋友圈：收一台十万以内的SUV，电话13700002222")
         _send(client, user_id="alice", group_id="车友群", namespace="car_client", message_id=mid,
               content=f"想卖一辆2019年的卡罗拉，6万公里，电话{PHONE}。过户要带什么？")
     row = page.locator(f'#live-table tr[data-message-id="{mid}"]')
@@ -151,11 +156,17 @@ def test_a_message_sent_through_the_api_appears_live_and_its_prompt_opens(page: 
     expect(prompt.first).to_contain_text("二手车")  # the plugin's system template
     expect(prompt.last).to_contain_text(f"alice：想卖一辆2019年的卡罗拉，6万公里，电话{MASKED}")
     expect(page.locator("#inspect-passages tbody tr").first).to_contain_text(".md")
-    for kind in ("chat", "namespace", "friend_circle"):
-        expect(page.locator(f'[data-section="{kind}"]')).to_contain_text("characters")
+    for kind, user in (("chat", "bob"), ("namespace", "bob"), ("friend_circle", "carol")):
+        section = page.locator(f'[data-section="{kind}"]')
+        expect(section).to_contain_text("characters")
+        expect(section.locator("tbody")).to_contain_text(user)
+    expect(page.locator('[data-section="chat"] tbody')).to_contain_text("wxhelper-bot")  # the bot's reply to bob
     expect(page.locator("#inspect-reply")).to_contain_text("FAKE-LLM")
     assert PHONE not in page.content()
     snap(page, shots, "inspector")
+    page.locator("#inspect-passages").scroll_into_view_if_needed()
+    page.evaluate("document.querySelector('#inspect-passages').scrollIntoView()")
+    snap(page, shots, "inspector-sections")
 
 
 def test_fairness_chart_beside_the_seed_algorithm(page: Page, server: Served, shots: Path) -> None:
@@ -182,7 +193,7 @@ def test_fairness_chart_beside_the_seed_algorithm(page: Page, server: Served, sh
         assert value("cur", user) > 0 and value("cmp", user) == 0
     assert 0 < value("cur", "大卖家") < value("avail", "大卖家")
     expect(page.locator("#fair-summary")).to_contain_text("seed takes")
-    expect(page.locator("#fair-table tbody tr")).to_have_count(5)  # and alice, from the live test
+    expect(page.locator("#fair-table tbody tr")).to_have_count(6)  # and alice and bob, from the live test
     snap(page, shots, "fairness")
 
 

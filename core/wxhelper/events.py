@@ -134,8 +134,9 @@ def summary(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-UNMASKED_KEYS = frozenset({"id", "after"})
-"""Event ids (a Redis stream id is a millisecond timestamp, which looks like a phone number)."""
+UNMASKED_KEYS = frozenset({"id", "after", "message_id"})
+"""Identifiers, never masked: a Redis stream id is a millisecond timestamp and a message id is often
+a hex string, and either can hold a run of digits that parses as a phone number."""
 
 
 def mask(value: Any) -> Any:
