@@ -25,6 +25,7 @@ from wxhelper.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "tests" / "data" / "retrieval_eval.jsonl"
+HELDOUT = ROOT / "tests" / "data" / "retrieval_heldout.jsonl"
 
 DOCS = {
     "transfer.md": "# 二手车过户\n\n## 需要的材料\n\n登记证书、行驶证、双方身份证。\n\n## 费用\n\n交易服务费和号牌工本费。\n",
@@ -208,6 +209,68 @@ def test_retrieval_respects_the_floor_the_budget_and_k(tmp_path, plugin_namespac
     assert hybrid and hybrid[0].source == "transfer-process.md"
 
 
+def test_the_lexical_rerank_prefers_the_section_worded_like_the_question(tmp_path):
+    """Two sections of one document close in meaning: the one sharing the question's words wins."""
+    from wxhelper.knowledge.rerank import LexicalOverlap
+
+    lexical = LexicalOverlap(["二手车买卖合同要点\n合同纠纷很常见。", "合同必须写清的内容\n车辆信息、价格、付款方式。",
+                              "签约时注意\n核对证件。"])
+    cover = lexical.coverage("合同必须写清哪些内容", range(3))
+    assert cover[1] > cover[0] and cover[1] > cover[2] and 0 < cover[1] <= 1
+    assert lexical.coverage("What must the contract say?", range(3)) == {}  # no CJK: no lexical signal
+    assert lexical.coverage("你好", range(3)) == {}  # only terms no passage has: nothing to tell
+    docs = {"contract.md": "# 二手车买卖合同要点\n\n二手车纠纷里最常见的是口头约定，合同和签约都要重视。\n\n"
+                           "## 合同必须写清的内容\n\n双方信息、车辆信息、成交价和付款方式。\n\n"
+                           "## 签约时注意\n\n合同上的车辆信息要和登记证书逐项核对。\n"}
+    ns = make_ns(tmp_path, docs, name="contract")
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed:512", knowledge_min_score=-1))
+    assert kb.search_sync(ns, "合同必须写清哪些内容", 1, 10000)[0].heading.endswith("合同必须写清的内容")
+
+
+def test_searches_use_the_in_memory_snapshot_and_cache_question_vectors(tmp_path, monkeypatch):
+    from wxhelper.knowledge import index as index_module
+
+    ns = make_ns(tmp_path)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    kb.index(ns)
+    index_module.clear_query_cache()
+    embedded: list[list[str]] = []
+    original = kb.embedding.__call__
+    monkeypatch.setattr(type(kb.embedding), "__call__", lambda self, texts: embedded.append(list(texts)) or original(texts))
+
+    def no_chroma_query(*a, **k):
+        raise AssertionError("embedded mode searches the in-memory matrix, not Chroma's query")
+
+    monkeypatch.setattr(type(kb._ready[ns.name].collection), "query", no_chroma_query)
+    first = kb.search_sync(ns, "交强险过户", 2, 1000)
+    again = kb.search_sync(ns, "交强险过户", 2, 1000)
+    assert first == again and first[0].heading == "车险 › 交强险"
+    assert embedded == [["交强险过户"]]  # the second search reused the question's vector
+    monkeypatch.setattr(index_module, "QUERY_CACHE_SIZE", 2)
+    for q in ("过户材料", "费用", "交强险"):
+        kb.search_sync(ns, q, 1, 1000)
+    assert len(index_module._query_cache) == 2
+
+
+def test_the_snapshot_notices_a_collection_changed_behind_its_back(tmp_path, monkeypatch):
+    """The collection is deleted and rebuilt from a changed corpus without this KnowledgeBase
+    (straight through Chroma's client): after SNAPSHOT_RECHECK_SECONDS a search re-reads it."""
+    from wxhelper.knowledge import index as index_module
+
+    ns = make_ns(tmp_path)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    assert kb.search_sync(ns, "交强险", 1, 1000)[0].heading == "车险 › 交强险"
+    (Path(ns.corpus_dir) / "insurance.md").write_text("# 车险\n\n## 商业险\n\n车损险和三者险。\n", encoding="utf-8")
+    kb.client().delete_collection(collection_name(ns.name))  # no KnowledgeBase hears of this
+    monkeypatch.setattr(index_module, "SNAPSHOT_RECHECK_SECONDS", 3600.0)
+    assert kb.search_sync(ns, "交强险", 1, 1000)[0].heading == "车险 › 交强险"  # within the interval: the snapshot
+    monkeypatch.setattr(index_module, "SNAPSHOT_RECHECK_SECONDS", 0.0)
+    found = kb.search_sync(ns, "三者险", 1, 1000)
+    assert found[0].heading == "车险 › 商业险" and "三者险" in found[0].text
+    assert all("交强险" not in p.text for p in kb.search_sync(ns, "交强险", 3, 1000))
+    assert kb.status(ns)["indexed"] is True
+
+
 def test_passage_vectors_weight_the_heading(tmp_path):
     kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
     p = load_corpus(make_ns(tmp_path))[0]
@@ -314,11 +377,12 @@ def test_each_plugin_corpus_has_at_least_100_passages(plugin_namespaces, name):
     assert len(load_corpus(plugin_namespaces[name])) >= 100
 
 
-def test_the_evaluation_set_is_well_formed_and_its_labels_exist(plugin_namespaces):
+@pytest.mark.parametrize("path,size", [(EVAL, 60), (HELDOUT, 40)], ids=["tuning", "held-out"])
+def test_the_evaluation_sets_are_well_formed_and_their_labels_exist(plugin_namespaces, path, size):
     from wxhelper.bench.retrieval import is_relevant, load_eval
 
-    items = load_eval(EVAL)
-    assert len(items) >= 60 and len({i.id for i in items}) == len(items)
+    items = load_eval(path)
+    assert len(items) >= size and len({i.id for i in items}) == len(items)
     kinds = [i.kind for i in items]
     assert kinds.count("paraphrase") >= len(items) // 3 and kinds.count("english") >= 6
     assert {i.namespace for i in items} == {"car_client", "qzzp", "lvyou"}
@@ -328,25 +392,42 @@ def test_the_evaluation_set_is_well_formed_and_its_labels_exist(plugin_namespace
             assert any(is_relevant(p.source, p.heading, [label]) for p in corpora[item.namespace]), (item.id, label)
 
 
+def test_the_held_out_set_shares_no_question_with_the_tuning_set():
+    from wxhelper.bench.retrieval import load_eval
+
+    tuning, held = load_eval(EVAL), load_eval(HELDOUT)
+    assert not {i.query for i in tuning} & {i.query for i in held}
+    assert not {i.id for i in tuning} & {i.id for i in held}
+
+
 @pytest.fixture(scope="module")
 def default_eval(tmp_path_factory, plugin_namespaces):
     from wxhelper.bench.retrieval import evaluate, load_eval
 
-    return evaluate("use", load_eval(EVAL), tmp_path_factory.mktemp("eval"), namespaces=plugin_namespaces)
+    return evaluate("use", load_eval(EVAL) + load_eval(HELDOUT), tmp_path_factory.mktemp("eval"),
+                    namespaces=plugin_namespaces)
 
 
 def test_default_embedding_retrieval_quality_does_not_regress(default_eval):
     """Floors just under what docs/performance.md records; a drop below them is a regression."""
     assert "use-m3" in default_eval.embedding
-    overall, para = default_eval.metrics(), default_eval.metrics("paraphrase")
-    assert overall["recall@3"] >= 0.90, default_eval.misses(3)
-    assert overall["recall@1"] >= 0.62
-    assert para["recall@3"] >= 0.80
-    assert default_eval.metrics("english")["recall@3"] >= 0.75
+    tuning, para = default_eval.metrics(group=EVAL.stem), default_eval.metrics("paraphrase", EVAL.stem)
+    assert tuning["n"] == 81
+    assert tuning["recall@3"] >= 0.93, default_eval.misses(3, EVAL.stem)
+    assert tuning["recall@1"] >= 0.75
+    assert para["recall@3"] >= 0.86
+    assert default_eval.metrics("english", EVAL.stem)["recall@3"] >= 0.85
+    held, held_para = default_eval.metrics(group=HELDOUT.stem), default_eval.metrics("paraphrase", HELDOUT.stem)
+    assert held["n"] == 48
+    assert held["recall@3"] >= 0.85, default_eval.misses(3, HELDOUT.stem)
+    assert held["recall@1"] >= 0.70
+    assert held_para["recall@3"] >= 0.85
 
 
-@pytest.mark.xfail(reason="issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9) are not met yet; "
-                          "see docs/performance.md", strict=True)
-def test_default_embedding_meets_the_issue_targets(default_eval):
-    overall, para = default_eval.metrics(), default_eval.metrics("paraphrase")
+@pytest.mark.xfail(reason="issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9 on the set, and on "
+                          "the held-out set too) are not met yet: recall@1 is 0.78 (tuning) and 0.73 (held-out), "
+                          "held-out recall@3 0.88; see docs/performance.md", strict=True)
+@pytest.mark.parametrize("group", [EVAL.stem, HELDOUT.stem])
+def test_default_embedding_meets_the_issue_targets(default_eval, group):
+    overall, para = default_eval.metrics(group=group), default_eval.metrics("paraphrase", group)
     assert overall["recall@3"] >= 0.95 and overall["recall@1"] >= 0.85 and para["recall@3"] >= 0.9

@@ -21,7 +21,7 @@ import math
 import socket
 import threading
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -32,6 +32,7 @@ from ..namespace import Namespace
 from ..settings import Settings
 from .corpus import CorpusPassage, load_corpus
 from .embedding import ResolvedEmbedding, features, resolve_embedding
+from .rerank import LEXICAL_WEIGHT, RERANK_CANDIDATES, LexicalOverlap
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,60 @@ Progress = Callable[[int, int], None]
 
 class ChromaUnavailable(RuntimeError):
     """The Chroma server (``CHROMA_URL``) cannot be reached."""
+
+
+#: Question vectors already computed in this process, by (embedding label, question text).
+QUERY_CACHE_SIZE = 2048
+_query_cache: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
+_query_cache_lock = threading.Lock()
+#: How often (seconds) a search over embedded Chroma checks that no other process rebuilt or
+#: re-indexed the collection it holds in memory (one cheap ``get_collection``). Changes made by
+#: this process are seen at once.
+SNAPSHOT_RECHECK_SECONDS = 2.0
+#: Per (Chroma store, collection) a counter bumped by every write this process makes, so that each
+#: KnowledgeBase of the process re-reads a collection another one changed.
+_generations: dict[tuple[str, str], int] = {}
+_generations_lock = threading.Lock()
+
+
+def _generation(key: tuple[str, str]) -> int:
+    with _generations_lock:
+        return _generations.get(key, 0)
+
+
+def _bump_generation(key: tuple[str, str]) -> None:
+    with _generations_lock:
+        _generations[key] = _generations.get(key, 0) + 1
+
+
+def clear_query_cache() -> None:
+    with _query_cache_lock:
+        _query_cache.clear()
+
+
+@dataclass
+class _Snapshot:
+    """One namespace's collection as this process searches it, read once after indexing.
+
+    ``matrix`` holds the passages' normalised vectors (embedded Chroma only), so a search is one
+    matrix product; ``lexical`` the terms of each passage for the re-rank. Chroma stays the store:
+    the snapshot is re-read whenever the collection changes (see ``KnowledgeBase._current``).
+    """
+
+    collection: Any
+    metadata: dict
+    ids: list[str]
+    texts: list[str]
+    metas: list[dict]
+    matrix: Optional[np.ndarray]
+    lexical: LexicalOverlap
+    generation: int
+    checked: float
+    bm25: Optional["Lexical"] = None
+    row_of: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.row_of = {pid: i for i, pid in enumerate(self.ids)}
 
 
 @dataclass
@@ -229,8 +284,8 @@ class KnowledgeBase:
         self._resolved = embedding
         self._lock = threading.RLock()
         self._client: Any = None
-        self._ready: dict[str, Any] = {}
-        self._lexical: dict[str, tuple[str, Lexical]] = {}
+        self._ready: dict[str, _Snapshot] = {}
+        self._store: Optional[str] = None
         spec = settings.vector_cache
         self.vector_cache: Optional[VectorCache] = (
             None if spec is not None and spec.strip().lower() in ("", "off", "none", "false", "0")
@@ -353,6 +408,7 @@ class KnowledgeBase:
                 log.warning("namespace %s: collection was built with %s; rebuilding it with %s",
                             ns.name, built_with or persisted, self.label)
                 client.delete_collection(name)
+                _bump_generation(self._store_key(name))
                 rebuilt = True
         collection = client.get_or_create_collection(
             name=name,
@@ -376,12 +432,13 @@ class KnowledgeBase:
             collection, summary.rebuilt = self._open(ns)
             meta = dict(collection.metadata or {})
             if not force and meta.get("fingerprint") == wanted and meta.get("embedding") == label:
-                self._ready[ns.name] = collection
+                self._ready[ns.name] = self._snapshot(ns, collection)
                 if progress:
                     progress(len(passages), len(passages))
                 return summary
             if force and not summary.rebuilt:
                 self.client().delete_collection(collection_name(ns.name))
+                _bump_generation(self._store_key(collection_name(ns.name)))
                 collection, _ = self._open(ns)
                 meta = dict(collection.metadata or {})
                 summary.rebuilt = True
@@ -409,8 +466,8 @@ class KnowledgeBase:
             summary.added = len(missing)
             meta.update(fingerprint=wanted, embedding=label, namespace=ns.name)
             collection.modify(metadata=meta)
-            self._ready[ns.name] = collection
-            self._lexical.pop(ns.name, None)
+            _bump_generation(self._store_key(collection.name))
+            self._ready[ns.name] = self._snapshot(ns, collection)
         summary.seconds = time.perf_counter() - started
         log.info("indexed namespace %s with %s: %d passages, %d added, %d removed%s in %.2fs",
                  ns.name, summary.embedding, summary.total, summary.added, summary.removed,
@@ -430,50 +487,105 @@ class KnowledgeBase:
         from chromadb.errors import NotFoundError
 
         hybrid = self.settings.knowledge_hybrid if hybrid is None else hybrid
-        query_vec = np.asarray(self.embedding([query])[0], dtype=np.float32)
+        query_vec = self.query_vector(query)
         with self._lock:
             for attempt in (1, 2):
-                collection = self._ready.get(ns.name)
-                if collection is None:
-                    self.index(ns)
-                    collection = self._ready[ns.name]
+                snap = self._current(ns)
                 try:
-                    return self._search(ns, collection, query, query_vec, k, max_chars, hybrid)
+                    return self._search(ns, snap, query, query_vec, k, max_chars, hybrid)
                 except NotFoundError:
                     # rebuilt or wiped behind our back (another process, a new server): re-open, re-check
                     self._ready.pop(ns.name, None)
-                    self._lexical.pop(ns.name, None)
                     if attempt == 2:
                         raise
         return []
 
-    def _search(self, ns: Namespace, collection: Any, query: str, query_vec: np.ndarray, k: int,
+    def query_vector(self, query: str) -> np.ndarray:
+        """The question's vector, from a bounded per-process LRU: people ask the same things often."""
+        key = (self.label, query)
+        with _query_cache_lock:
+            vec = _query_cache.get(key)
+            if vec is not None:
+                _query_cache.move_to_end(key)
+                return vec
+        vec = np.asarray(self.embedding([query])[0], dtype=np.float32)
+        with _query_cache_lock:
+            _query_cache[key] = vec
+            while len(_query_cache) > QUERY_CACHE_SIZE:
+                _query_cache.popitem(last=False)
+        return vec
+
+    # -- the in-memory snapshot each search uses ---------------------------------------
+    def _store_key(self, name: str) -> tuple[str, str]:
+        if self._store is None:
+            self._store = self.settings.chroma_url or str((Path(self.settings.data_dir) / "chroma").resolve())
+        return self._store, name
+
+    def _snapshot(self, ns: Namespace, collection: Any) -> "_Snapshot":
+        """Read the collection once: ids, texts, metadata, and (embedded Chroma) its normalised vectors."""
+        import time
+
+        embedded = not self.settings.chroma_url
+        got = collection.get(include=["documents", "metadatas", "embeddings"] if embedded
+                             else ["documents", "metadatas"])
+        ids = list(got["ids"])
+        texts = list(got["documents"] or [])
+        metas = [dict(m or {}) for m in (got["metadatas"] or [])]
+        matrix = None
+        if embedded:
+            matrix = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(ids), -1) if ids else \
+                np.zeros((0, 1), dtype=np.float32)
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.where(norms > 0, norms, 1.0)
+        lexical = LexicalOverlap([f"{m.get('heading', '')}\n{t}" for t, m in zip(texts, metas)])
+        return _Snapshot(collection=collection, metadata=dict(collection.metadata or {}), ids=ids, texts=texts,
+                         metas=metas, matrix=matrix, lexical=lexical,
+                         generation=_generation(self._store_key(collection.name)), checked=time.monotonic())
+
+    def _current(self, ns: Namespace) -> "_Snapshot":
+        """The namespace's snapshot, re-read when this process changed the collection (at once) or
+        another process did (noticed within ``SNAPSHOT_RECHECK_SECONDS``, embedded Chroma only: in
+        server mode every search asks the server, which raises NotFoundError for a rebuilt one)."""
+        import time
+
+        snap = self._ready.get(ns.name)
+        if snap is not None and snap.generation != _generation(self._store_key(snap.collection.name)):
+            snap = None
+        if snap is not None and not self.settings.chroma_url and \
+                time.monotonic() - snap.checked > SNAPSHOT_RECHECK_SECONDS:
+            snap = snap if self._still_current(snap) else None
+        if snap is None:
+            self._ready.pop(ns.name, None)
+            self.index(ns)
+            snap = self._ready[ns.name]
+        return snap
+
+    def _still_current(self, snap: "_Snapshot") -> bool:
+        import time
+
+        from chromadb.errors import NotFoundError
+
+        try:
+            live = self.client().get_collection(snap.collection.name, embedding_function=None)
+        except NotFoundError:
+            return False
+        meta = live.metadata or {}
+        same = (live.id == snap.collection.id and meta.get("fingerprint") == snap.metadata.get("fingerprint")
+                and meta.get("embedding") == snap.metadata.get("embedding"))
+        if same:
+            snap.checked = time.monotonic()
+        return same
+
+    def _search(self, ns: Namespace, snap: "_Snapshot", query: str, query_vec: np.ndarray, k: int,
                 max_chars: int, hybrid: bool) -> list[Passage]:
-        count = collection.count()
-        if count == 0:
+        n_total = len(snap.ids)
+        if n_total == 0:
             return []
-        n = min(max(k * 3, 12), count)
-        result = collection.query(query_embeddings=[query_vec], n_results=n,
-                                  include=["documents", "metadatas", "distances"])
-        candidates: dict[str, tuple[str, dict, float]] = {}
-        vector_rank: list[str] = []
-        for pid, text, meta, distance in zip(result["ids"][0], result["documents"][0],
-                                             result["metadatas"][0], result["distances"][0]):
-            candidates[pid] = (text, meta or {}, 1.0 - float(distance))
-            vector_rank.append(pid)
-        order = vector_rank
+        n = min(max(k * 3, RERANK_CANDIDATES), n_total)
+        candidates = self._vector_candidates(snap, query_vec, n)
+        order = self._rerank(snap, query, candidates)
         if hybrid:
-            lexical_rank = self._lexical_index(ns, collection).rank(query, n)
-            extra = [pid for pid in lexical_rank if pid not in candidates]
-            if extra:
-                got = collection.get(ids=extra, include=["documents", "metadatas", "embeddings"])
-                for pid, text, meta, emb in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"]):
-                    candidates[pid] = (text, meta or {}, float(np.dot(query_vec, np.asarray(emb, dtype=np.float32))))
-            fused: dict[str, float] = {}
-            for ranking in (vector_rank, lexical_rank):
-                for r, pid in enumerate(ranking):
-                    fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + r + 1)
-            order = sorted(fused, key=lambda pid: -fused[pid])
+            order = self._fuse_bm25(snap, query, query_vec, order, candidates, n)
         floor = self.min_score
         out: list[Passage] = []
         used = 0
@@ -488,16 +600,63 @@ class KnowledgeBase:
                                heading=str(meta.get("heading", "")), score=round(score, 4)))
         return out
 
-    def _lexical_index(self, ns: Namespace, collection: Any) -> Lexical:
-        fp = str((collection.metadata or {}).get("fingerprint", ""))
-        cached = self._lexical.get(ns.name)
-        if cached and cached[0] == fp:
-            return cached[1]
-        got = collection.get(include=["documents", "metadatas"])
-        texts = [f"{(m or {}).get('heading', '')}\n{d}" for d, m in zip(got["documents"], got["metadatas"])]
-        lexical = Lexical(list(got["ids"]), texts)
-        self._lexical[ns.name] = (fp, lexical)
-        return lexical
+    def _vector_candidates(self, snap: "_Snapshot", query_vec: np.ndarray,
+                           n: int) -> dict[str, tuple[str, dict, float]]:
+        """The ``n`` nearest passages by cosine, best first: pid -> (text, metadata, cosine).
+
+        Embedded Chroma: one matrix product over the snapshot (a few microseconds for a few hundred
+        passages, against about a millisecond of CPU for Chroma's query). Server mode: the server's
+        query, so the server stays the one truth that every host process shares.
+        """
+        if snap.matrix is not None:
+            scores = snap.matrix @ query_vec
+            top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return {snap.ids[i]: (snap.texts[i], snap.metas[i], float(scores[i])) for i in top}
+        result = snap.collection.query(query_embeddings=[query_vec], n_results=n,
+                                       include=["documents", "metadatas", "distances"])
+        return {pid: (text, meta or {}, 1.0 - float(distance))
+                for pid, text, meta, distance in zip(result["ids"][0], result["documents"][0],
+                                                     result["metadatas"][0], result["distances"][0])}
+
+    def _rerank(self, snap: "_Snapshot", query: str, candidates: dict[str, tuple[str, dict, float]]) -> list[str]:
+        """Candidates by cosine + LEXICAL_WEIGHT * lexical coverage (see :mod:`.rerank`)."""
+        rows = snap.row_of
+        known = [rows[pid] for pid in candidates if pid in rows]
+        coverage = snap.lexical.coverage(query, known)
+        if not coverage and known:
+            return list(candidates)  # no lexical signal: the vector order stands
+
+        def combined(pid: str) -> float:
+            text, meta, score = candidates[pid]
+            row = rows.get(pid)
+            lex = coverage.get(row, 0.0) if row is not None else \
+                snap.lexical.coverage_of_text(query, f"{meta.get('heading', '')}\n{text}")
+            return score + LEXICAL_WEIGHT * lex
+
+        return sorted(candidates, key=lambda pid: -combined(pid))
+
+    def _fuse_bm25(self, snap: "_Snapshot", query: str, query_vec: np.ndarray, order: list[str],
+                   candidates: dict[str, tuple[str, dict, float]], n: int) -> list[str]:
+        """``WXHELPER_KNOWLEDGE_HYBRID``: fuse the ranking with BM25's by reciprocal rank."""
+        if snap.bm25 is None:
+            snap.bm25 = Lexical(snap.ids, [f"{m.get('heading', '')}\n{t}" for t, m in zip(snap.texts, snap.metas)])
+        lexical_rank = snap.bm25.rank(query, n)
+        rows = snap.row_of
+        for pid in lexical_rank:
+            if pid not in candidates:
+                i = rows[pid]
+                vec = snap.matrix[i] if snap.matrix is not None else None
+                if vec is None:
+                    got = snap.collection.get(ids=[pid], include=["embeddings"])
+                    vec = np.asarray(got["embeddings"][0], dtype=np.float32)
+                    vec = vec / (float(np.linalg.norm(vec)) or 1.0)
+                candidates[pid] = (snap.texts[i], snap.metas[i], float(np.dot(query_vec, vec)))
+        fused: dict[str, float] = {}
+        for ranking in (order, lexical_rank):
+            for r, pid in enumerate(ranking):
+                fused[pid] = fused.get(pid, 0.0) + 1.0 / (RRF_K + r + 1)
+        return sorted(fused, key=lambda pid: -fused[pid])
 
     async def search(self, ns: Namespace, query: str, k: int, max_chars: int,
                      hybrid: Optional[bool] = None) -> list[Passage]:

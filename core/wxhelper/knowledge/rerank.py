@@ -1,0 +1,77 @@
+"""A second signal for the vector ranking: how much of the question's wording a passage shares.
+
+USE ranks the right document first for most questions, but within a document it often prefers
+a sibling section (the introduction that names every topic of the document, or the neighbouring
+heading) over the section whose words the user actually typed ("合同必须写清哪些内容" against
+"合同必须写清的内容"). Re-ranking the vector search's top candidates by
+
+    score = cosine + LEXICAL_WEIGHT * coverage
+
+where ``coverage`` is the IDF-weighted share of the question's CJK bigrams (and Latin words)
+that occur in the passage (heading + text), moves those sections up without letting a shared
+word alone beat a semantic match: the cosine still dominates. On the tuning set this lifted the
+default embedding's recall@1 from 0.69 to 0.78 and, on the held-out set written before any
+tuning, from 0.63 to 0.73 (recall@3 0.73 to 0.88); see docs/performance.md.
+
+Terms that occur in no passage carry no information about which passage answers, so they count
+neither way. A question with no CJK bigram (an English question against Chinese passages) gets
+no lexical signal at all: its Latin words would only match stray English in the corpus
+("Visa" cards for "Do I need a visa").
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable, Sequence
+
+from .embedding import features
+
+#: Weight of the lexical coverage (0..1) added to the cosine. 0.2 was best on the tuning set;
+#: the held-out set preferred 0.2-0.4, so the lower end is kept.
+LEXICAL_WEIGHT = 0.2
+#: How many of the vector search's best passages are re-ranked (at least ``3 * k``). Re-ranking
+#: the top 20 or all passages gave the same ranks on both evaluation sets.
+RERANK_CANDIDATES = 30
+
+
+def terms(text: str) -> frozenset[str]:
+    """CJK bigrams and lower-cased Latin words/digit runs (no unigrams: too common to tell apart)."""
+    return frozenset(f for f in features(text) if len(f) == 2 or f.startswith("w:"))
+
+
+def has_cjk_terms(query_terms: Iterable[str]) -> bool:
+    return any(not t.startswith("w:") for t in query_terms)
+
+
+class LexicalOverlap:
+    """IDF-weighted coverage of a question's terms by each passage of one namespace."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.docs = [terms(t) for t in texts]
+        df: Counter = Counter()
+        for d in self.docs:
+            df.update(d)
+        n = max(len(self.docs), 1)
+        self.idf = {t: math.log(1 + n / c) for t, c in df.items()}
+
+    def coverage(self, query: str, rows: Iterable[int]) -> dict[int, float]:
+        """Coverage (0..1) of ``query`` by each passage row in ``rows``; empty when it says nothing."""
+        wanted = terms(query)
+        if not has_cjk_terms(wanted):
+            return {}
+        weights = {t: self.idf[t] for t in wanted if t in self.idf}
+        total = sum(weights.values())
+        if total <= 0:
+            return {}
+        return {row: sum(w for t, w in weights.items() if t in self.docs[row]) / total for row in rows}
+
+    def coverage_of_text(self, query: str, text: str) -> float:
+        """Coverage of ``query`` by a passage that is not (yet) in this index (server mode)."""
+        wanted = terms(query)
+        if not has_cjk_terms(wanted):
+            return 0.0
+        weights = {t: self.idf[t] for t in wanted if t in self.idf}
+        total = sum(weights.values())
+        doc = terms(text)
+        return sum(w for t, w in weights.items() if t in doc) / total if total > 0 else 0.0
