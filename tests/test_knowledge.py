@@ -252,6 +252,50 @@ def test_searches_use_the_in_memory_snapshot_and_cache_question_vectors(tmp_path
     assert len(index_module._query_cache) == 2
 
 
+def test_concurrent_questions_are_embedded_together_and_each_gets_its_own_vector():
+    import threading
+    import time
+
+    from wxhelper.knowledge.batching import QueryBatcher
+
+    ef = emb.HashedEmbedding(64)
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def slow(texts):
+        calls.append(list(texts))
+        if len(calls) == 1:
+            assert gate.wait(10)  # hold the first batch until the others have queued
+        return ef(list(texts))
+
+    batcher = QueryBatcher(slow, max_batch=4)
+    texts = [f"第{i}个问题" for i in range(9)]
+    results: dict[str, np.ndarray] = {}
+    threads = [threading.Thread(target=lambda t=t: results.__setitem__(t, batcher.embed(t))) for t in texts]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for t in threads[1:]:
+        t.start()
+    while len(batcher._pending) < 8 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(results) == sorted(texts)
+    assert all(np.allclose(results[t], ef([t])[0]) for t in texts)
+    assert [len(c) for c in calls] == [1, 4, 4]
+
+    def broken(texts):
+        raise RuntimeError("endpoint down")
+
+    failing = QueryBatcher(broken)
+    with pytest.raises(RuntimeError, match="endpoint down"):
+        failing.embed("问题")
+    assert failing._busy is False and failing._pending == []  # nothing left stuck
+
+
 def test_the_snapshot_notices_a_collection_changed_behind_its_back(tmp_path, monkeypatch):
     """The collection is deleted and rebuilt from a changed corpus without this KnowledgeBase
     (straight through Chroma's client): after SNAPSHOT_RECHECK_SECONDS a search re-reads it."""

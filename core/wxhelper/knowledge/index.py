@@ -32,6 +32,7 @@ from ..namespace import Namespace
 from ..settings import Settings
 from .corpus import CorpusPassage, load_corpus
 from .embedding import ResolvedEmbedding, features, resolve_embedding
+from .batching import QueryBatcher
 from .rerank import LEXICAL_WEIGHT, RERANK_CANDIDATES, LexicalOverlap
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class KnowledgeBase:
         self._client: Any = None
         self._ready: dict[str, _Snapshot] = {}
         self._store: Optional[str] = None
+        self._batcher: Optional[QueryBatcher] = None
         spec = settings.vector_cache
         self.vector_cache: Optional[VectorCache] = (
             None if spec is not None and spec.strip().lower() in ("", "off", "none", "false", "0")
@@ -500,6 +502,15 @@ class KnowledgeBase:
                         raise
         return []
 
+    @property
+    def batcher(self) -> QueryBatcher:
+        """Concurrent questions are embedded together (see :mod:`.batching`)."""
+        with self._lock:
+            if self._batcher is None:
+                embedding = self.embedding
+                self._batcher = QueryBatcher(lambda texts: embedding(list(texts)))
+            return self._batcher
+
     def query_vector(self, query: str) -> np.ndarray:
         """The question's vector, from a bounded per-process LRU: people ask the same things often."""
         key = (self.label, query)
@@ -508,7 +519,7 @@ class KnowledgeBase:
             if vec is not None:
                 _query_cache.move_to_end(key)
                 return vec
-        vec = np.asarray(self.embedding([query])[0], dtype=np.float32)
+        vec = self.batcher.embed(query)
         with _query_cache_lock:
             _query_cache[key] = vec
             while len(_query_cache) > QUERY_CACHE_SIZE:

@@ -1,0 +1,80 @@
+"""Embedding concurrent questions together: the default embedding costs much less per question in a batch.
+
+USE streams all its weights (about 13 MB) for every call, whatever the number of texts, so one
+question costs ~1.8 ms of CPU and each of 8 questions embedded together ~0.75 ms (measured on this
+2-core machine). When several messages are searched at once (worker threads of the event loop), the
+first caller embeds what is waiting and every caller that arrives meanwhile waits for the next
+batch, which one of them embeds; a lone question is embedded at once, so nothing waits when idle.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+#: At most this many questions in one call (the per-question cost is flat from ~16 on).
+MAX_BATCH = 16
+
+
+class _Request:
+    __slots__ = ("text", "vector", "error", "done")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.vector: Optional[np.ndarray] = None
+        self.error: Optional[BaseException] = None
+        self.done = False
+
+
+class QueryBatcher:
+    """Combine concurrent ``embed(text)`` calls from many threads into batched calls of ``embed_many``."""
+
+    def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH) -> None:
+        self._embed_many = embed_many
+        self.max_batch = max(1, int(max_batch))
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._busy = False
+        #: sizes of the batches embedded so far (for tests and curiosity), bounded
+        self.batch_sizes: list[int] = []
+
+    def embed(self, text: str) -> np.ndarray:
+        request = _Request(text)
+        with self._cond:
+            self._pending.append(request)
+            while not request.done:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                batch = self._pending[:self.max_batch]
+                del self._pending[:self.max_batch]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()  # the next waiter leads the next batch
+        if request.error is not None:
+            raise request.error
+        assert request.vector is not None
+        return request.vector
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            vectors = self._embed_many([r.text for r in batch])
+            if len(vectors) != len(batch):
+                raise RuntimeError(f"the embedding returned {len(vectors)} vectors for {len(batch)} texts")
+            for r, v in zip(batch, vectors):
+                r.vector = np.asarray(v, dtype=np.float32)
+        except BaseException as exc:  # every caller of the batch sees the failure, none hangs
+            for r in batch:
+                r.error = exc
+        finally:
+            for r in batch:
+                r.done = True
+            if len(self.batch_sizes) < 10000:
+                self.batch_sizes.append(len(batch))
