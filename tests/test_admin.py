@@ -147,6 +147,33 @@ def test_reindex_streams_progress_then_the_summary(client: httpx.Client) -> None
     assert client.post("/admin/api/namespaces/nope/reindex").status_code == 404
 
 
+def test_a_namespace_whose_template_breaks_shows_as_degraded_with_the_error(tmp_path: Path, llm: FakeLLM) -> None:
+    overrides = tmp_path / "templates" / "lvyou"
+    overrides.mkdir(parents=True)
+    (overrides / "system.j2").write_text("旅游助手 {{ no_such_variable }}", encoding="utf-8")  # StrictUndefined: fails
+    served = Served(tmp_path, llm, extra_env={"WXHELPER_API_TOKEN": TOKEN,
+                                              "WXHELPER_TEMPLATES_DIR": str(tmp_path / "templates")})
+    try:
+        with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as c:
+            before = {n["name"]: n for n in c.get("/admin/api/namespaces").json()["namespaces"]}
+            assert before["lvyou"]["status"] == "loaded"
+            mid = f"t-{uuid.uuid4().hex}"
+            reply = _send(c, user_id="eve", namespace="lvyou", content="三亚住哪里方便？", message_id=mid)
+            assert "plugin:wxhelper-lvyou" in reply["degraded"]
+            _event_of(c, mid)
+            rows = {n["name"]: n for n in c.get("/admin/api/namespaces").json()["namespaces"]}
+            assert rows["lvyou"]["status"] == "degraded"
+            text = "\n".join(rows["lvyou"]["errors"])
+            assert "1 message(s) in the last 15 minutes answered degraded" in text
+            assert "template system.j2 of namespace 'lvyou' failed: UndefinedError" in text
+            assert "answered degraded: plugin:wxhelper-lvyou" in text
+            assert all(rows[n]["status"] == "loaded" for n in ("聊天", "car_client", "qzzp"))
+            event = c.get(f"/admin/api/events/{_event_of(c, mid)['id']}").json()
+            assert event["template"]["origin"] == "host (fallback)" and "UndefinedError" in event["template"]["error"]
+    finally:
+        served.stop()
+
+
 # -- live events and the prompt inspector ---------------------------------------------------------------------------
 def test_events_mask_phone_numbers_everywhere(client: httpx.Client) -> None:
     mid = f"m-{uuid.uuid4().hex}"

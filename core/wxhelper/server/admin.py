@@ -41,6 +41,10 @@ log = logging.getLogger("wxhelper.server")
 STATIC_DIR = FsPath(__file__).parent / "admin_static"
 HEARTBEAT_SECONDS = 15.0
 CHECK_TIMEOUT = 3.0
+RECENT_PROBLEM_SECONDS = 900
+"""A namespace whose messages were answered degraded this recently shows as degraded, with the errors."""
+PROBLEM_SCAN = 500
+"""At most this many of the newest console events are read for that."""
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
@@ -92,16 +96,45 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
                 "workers": int(os.environ.get("WXHELPER_SERVE_WORKERS", "1") or 1)}
 
     # -- namespaces -------------------------------------------------------------------------------------
+    async def runtime_problems() -> dict[str, dict[str, Any]]:
+        """Per namespace: its recent messages answered degraded (a plugin's template, filter or hook, Chroma)."""
+        since = time.time() - RECENT_PROBLEM_SECONDS
+        problems: dict[str, dict[str, Any]] = {}
+        try:
+            recent = await recorder.log.recent(min(settings.console_events, PROBLEM_SCAN))
+        except Exception as exc:  # the console's own store is down: say nothing rather than fail the view
+            log.warning("console: recent events unreadable: %s", exc)
+            return problems
+        for event in recent:  # newest first
+            if (event.get("time") or 0) < since:
+                break
+            labels = [d for d in event.get("degraded") or [] if d.startswith("plugin:") or d == "knowledge"]
+            if not labels:
+                continue
+            entry = problems.setdefault(event["namespace"], {"messages": 0, "last": event.get("time"), "errors": []})
+            entry["messages"] += 1
+            error = (event.get("template") or {}).get("error")
+            for text in ([error] if error else []) + [f"answered degraded: {d}" for d in labels]:
+                if text not in entry["errors"] and len(entry["errors"]) < 5:
+                    entry["errors"].append(text)
+        return problems
+
     @router.get("/namespaces")
     async def namespaces() -> Any:
         rows = []
         statuses = host.plugin_statuses
+        problems = await runtime_problems()
         for ns in host.namespaces.values():
             index = await asyncio.to_thread(host.knowledge.status, ns)
             plugin = statuses.get(ns.plugin or "")
             errors = list(plugin.errors) if plugin is not None else []
             if index.get("error"):
                 errors.append(f"index: {index['error']}")
+            recent = problems.get(ns.name)
+            if recent:
+                errors.append(f"{recent['messages']} message(s) in the last {RECENT_PROBLEM_SECONDS // 60} minutes "
+                              f"answered degraded, the last at {time.strftime('%H:%M:%S', time.localtime(recent['last']))}")
+                errors.extend(recent["errors"])
             rows.append({"name": ns.name, "title": ns.title, "plugin": ns.plugin or "",
                          "version": ns.version or (plugin.version if plugin else ""),
                          "status": "degraded" if errors else "loaded", "errors": errors,
@@ -114,7 +147,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
                          "custom": True, "bot_id": owner})
         plugins = [{"name": s.name, "version": s.version, "status": s.status, "errors": list(s.errors),
                     "namespaces": list(s.namespaces)} for s in statuses.values()]
-        return {"namespaces": rows, "plugins": plugins, "reindex_allowed": reindex_refusal() is None}
+        return mask({"namespaces": rows, "plugins": plugins, "reindex_allowed": reindex_refusal() is None})
 
     def reindex_refusal() -> Optional[str]:
         workers = int(os.environ.get("WXHELPER_SERVE_WORKERS", "1") or 1)

@@ -217,10 +217,35 @@ function liveRow(ev, fresh) {
   return row;
 }
 
+function liveMatches(ev) {
+  const ns = $("#live-ns").value, text = $("#live-filter").value.trim().toLowerCase();
+  if (ns && ev.namespace !== ns) return false;
+  if ($("#live-problems").checked && !(ev.degraded.length || (ev.offline && ev.answered))) return false;
+  if (!text) return true;
+  return [ev.source_id, ev.user_id, ev.content, ev.reply, ev.worker].some((v) => (v || "").toLowerCase().includes(text));
+}
+
+function liveNamespaces() {
+  const select = $("#live-ns");
+  const have = new Set(Array.from(select.options).map((o) => o.value));
+  for (const id of state.order) {
+    const ns = state.events.get(id).namespace;
+    if (!have.has(ns)) { have.add(ns); select.append(h("option", { value: ns, text: ns })); }
+  }
+}
+
 function renderLive() {
+  liveNamespaces();
   const body = clear($("#live-table tbody"));
-  for (const id of state.order) body.append(liveRow(state.events.get(id), false));
-  $("#live-empty").hidden = state.order.length > 0;
+  let shown = 0;
+  for (const id of state.order) {
+    const ev = state.events.get(id);
+    if (!liveMatches(ev)) continue;
+    body.append(liveRow(ev, false));
+    shown += 1;
+  }
+  $("#live-empty").hidden = shown > 0;
+  $("#live-empty").textContent = state.order.length ? "No message matches the filter." : "No message handled yet.";
   return Promise.resolve();
 }
 
@@ -253,8 +278,11 @@ async function startLive() {
         after = data.id;
         remember(data);
         if (state.view === "live") {
-          $("#live-empty").hidden = true;
-          $("#live-table tbody").prepend(liveRow(data, true));
+          liveNamespaces();
+          if (liveMatches(data)) {
+            $("#live-empty").hidden = true;
+            $("#live-table tbody").prepend(liveRow(data, true));
+          }
         }
         if (state.view === "inspect") fillPicker();
       });
@@ -482,6 +510,8 @@ document.addEventListener("DOMContentLoaded", () => {
     await boot();
   });
   $("#logout").addEventListener("click", () => { showLogin("Signed out."); state.session = null; });
+  for (const id of ["#live-ns", "#live-problems"]) $(id).addEventListener("change", renderLive);
+  $("#live-filter").addEventListener("input", renderLive);
   $("#inspect-pick").addEventListener("change", (e) => { location.hash = "#inspect/" + encodeURIComponent(e.target.value); });
   $("#fair-form").addEventListener("submit", (e) => { e.preventDefault(); drawFairness().catch(() => {}); });
   $("#fair-kind").addEventListener("change", () => { $("#fair-source-label").hidden = $("#fair-kind").value !== "chat"; });
