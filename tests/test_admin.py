@@ -241,8 +241,37 @@ def test_the_live_stream_delivers_new_messages(server: Served, client: httpx.Cli
     assert MASKED in got[0]["content"] and PHONE not in json.dumps(got[0], ensure_ascii=False)
 
 
+def test_an_open_live_stream_does_not_hold_the_shutdown(tmp_path: Path, llm: FakeLLM) -> None:
+    served = Served(tmp_path, llm, extra_env={"WXHELPER_API_TOKEN": TOKEN})
+    opened = threading.Event()
+    ended: list[str] = []
+
+    def listen() -> None:
+        try:
+            with httpx.stream("GET", served.base + "/admin/api/events/stream", headers=AUTH, timeout=60) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("event: hello"):
+                        opened.set()
+            ended.append("closed by the server")
+        except httpx.HTTPError as exc:
+            ended.append(type(exc).__name__)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    try:
+        assert opened.wait(10)
+    finally:
+        started = time.monotonic()
+        served.stop()  # SIGINT, as Ctrl-C or a service manager would
+        took = time.monotonic() - started
+    thread.join(5)
+    assert ended == ["closed by the server"]
+    # Without the console ending its streams, uvicorn waits its graceful timeout (10 s), then says this:
+    assert "timeout graceful shutdown exceeded" not in served.log.read_text(), f"shutdown took {took:.1f}s"
+
+
 def test_unknown_event_is_404(client: httpx.Client) -> None:
-    resp = client.get("/admin/api/events/999999999")
+    resp = client.get("/admin/api/events/1-999999999")
     assert resp.status_code == 404 and "keeps the last 200" in resp.json()["detail"]
 
 
@@ -375,6 +404,8 @@ async def test_the_ring_buffer_keeps_the_newest() -> None:
     assert await log.size() == 3 and [e["n"] for e in await log.recent(10)] == [4, 3, 2]
     assert await log.get(ids[0]) is None and (await log.get(ids[4]))["n"] == 4
     assert [e["n"] for e in await log.after(ids[2], 0.01)] == [3, 4]
+    # A cursor from a former process (the page outlived a restart) starts over rather than waiting forever.
+    assert [e["n"] for e in await log.after("1-999", 0.01)] == [2, 3, 4]
 
 
 async def test_the_redis_stream_is_capped(redis_url: str) -> None:

@@ -204,15 +204,20 @@ class MemoryEventLog(EventLog):
         self.maxlen = maxlen
         self._events: deque[dict[str, Any]] = deque(maxlen=max(1, maxlen))
         self._seq = 0
+        self._boot = str(int(time.time() * 1000))  # a page still holding a cursor of a former process starts over
         self._changed = asyncio.Event()
 
     async def add(self, event: dict[str, Any]) -> str:
         self._seq += 1
-        event = dict(event, id=f"{self._seq}")
+        event = dict(event, id=f"{self._boot}-{self._seq}")
         self._events.append(event)
         self._changed.set()
         self._changed = asyncio.Event()
         return event["id"]
+
+    def _seq_of(self, event_id: str) -> int:
+        boot, _, seq = event_id.partition("-")
+        return int(seq) if boot == self._boot and seq.isdigit() else 0
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         return list(reversed(list(self._events)[-limit:])) if limit > 0 else []
@@ -224,17 +229,14 @@ class MemoryEventLog(EventLog):
         return None
 
     async def last_id(self) -> str:
-        return str(self._seq)
+        return f"{self._boot}-{self._seq}"
 
     async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
-        try:
-            seq = int(event_id)
-        except ValueError:
-            seq = 0
+        seq = self._seq_of(event_id)
         if self._seq <= seq:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
-        return [e for e in self._events if int(e["id"]) > seq]
+        return [e for e in self._events if self._seq_of(e["id"]) > seq]
 
     async def size(self) -> int:
         return len(self._events)

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path as FsPath
 from typing import Any, AsyncIterator, Optional
@@ -71,9 +72,39 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n".encode("utf-8")
 
 
+class Shutdown:
+    """Notices the server being asked to stop, so open live streams end instead of holding the shutdown.
+
+    uvicorn waits for open responses (up to its graceful timeout, 10 s under ``wxhelper serve``)
+    before it shuts the app down, and a console tab keeps a stream open. The handlers uvicorn
+    installed for SIGINT and SIGTERM are wrapped (chained, not replaced): the flag is set, then
+    uvicorn's handler runs as before. Outside the main thread (a test client) nothing is wrapped.
+    """
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    def watch(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous = signal.getsignal(sig)
+                if not callable(previous):
+                    continue
+
+                def handler(signum: int, frame: Any, _previous: Any = previous) -> None:
+                    self.closing = True
+                    _previous(signum, frame)
+
+                signal.signal(sig, handler)
+            except (ValueError, OSError):  # not the main thread
+                return
+
+
 def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
     """Add the console's routes and static files to ``app``; returns the recorder (close it on shutdown)."""
     recorder = EventRecorder(host)
+    shutdown = Shutdown()
+    shutdown.watch()
     settings = host.settings
     router = APIRouter(prefix="/admin/api", include_in_schema=False)
 
@@ -213,7 +244,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
             nonlocal cursor
             yield _sse("hello", {"after": cursor, "worker": worker_name()})
             last_beat = time.monotonic()
-            while not await request.is_disconnected():
+            while not shutdown.closing and not await request.is_disconnected():
                 try:
                     batch = await recorder.log.after(cursor, 1.0)
                 except Exception as exc:  # the store is down: say so and keep trying
