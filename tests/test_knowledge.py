@@ -475,3 +475,23 @@ def test_default_embedding_retrieval_quality_does_not_regress(default_eval):
 def test_default_embedding_meets_the_issue_targets(default_eval, group):
     overall, para = default_eval.metrics(group=group), default_eval.metrics("paraphrase", group)
     assert overall["recall@3"] >= 0.95 and overall["recall@1"] >= 0.85 and para["recall@3"] >= 0.9
+
+
+def test_bench_retrieval_reports_both_sets_and_characters_per_second(tmp_path, monkeypatch):
+    """`wxhelper bench retrieval` measures the tuning and the held-out set in one run (hashed: fast)."""
+    from click.testing import CliRunner
+
+    from wxhelper.cli import main
+
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["bench", "retrieval", "--embedding", "hashed", "--no-hybrid",
+                                       "--repeats", "1", "--json"],
+                                env={"WXHELPER_LOAD_PLUGINS": "wxhelper-car-client,wxhelper-qzzp,wxhelper-lvyou",
+                                     "XDG_CACHE_HOME": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("["):])
+    assert [r["set"] for r in rows] == ["retrieval_eval", "retrieval_heldout"]
+    assert [r["n"] for r in rows] == [81, 48]
+    for r in rows:
+        assert 0 < r["r@1"] <= r["r@3"] <= 1 and r["chars_per_s"] > r["passages_per_s"] > 0
+        assert r["query_p50_ms"] > 0
