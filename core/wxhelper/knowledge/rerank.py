@@ -75,7 +75,8 @@ class LexicalOverlap:
         total = sum(weights.values())
         if total <= 0:
             return {}
-        return {row: sum(w for t, w in weights.items() if t in self.docs[row]) / total for row in rows}
+        docs = self.docs
+        return {row: sum(weights[t] for t in docs[row].intersection(weights)) / total for row in rows}
 
     def coverage_of_text(self, query: str, text: str) -> float:
         """Coverage of ``query`` by a passage that is not (yet) in this index (server mode)."""
@@ -84,5 +85,4 @@ class LexicalOverlap:
             return 0.0
         weights = {t: self.idf[t] for t in wanted if t in self.idf}
         total = sum(weights.values())
-        doc = terms(text)
-        return sum(w for t, w in weights.items() if t in doc) / total if total > 0 else 0.0
+        return sum(weights[t] for t in terms(text).intersection(weights)) / total if total > 0 else 0.0
