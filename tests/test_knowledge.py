@@ -494,4 +494,4 @@ def test_bench_retrieval_reports_both_sets_and_characters_per_second(tmp_path, m
     assert [r["n"] for r in rows] == [81, 48]
     for r in rows:
         assert 0 < r["r@1"] <= r["r@3"] <= 1 and r["chars_per_s"] > r["passages_per_s"] > 0
-        assert r["query_p50_ms"] > 0
+        assert r["query_p50_ms"] > 0 and r["query_cpu_ms"] > 0 and r["query_cpu_ms_8_concurrent"] > 0

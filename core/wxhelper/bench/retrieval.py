@@ -14,7 +14,9 @@ tuned on; a change is adopted only when it helps on both. Reported per set:
   model loaded: smaller passages must not pass for a speed-up) and each
   plugin's whole-corpus first index time (fresh collection);
 * query p50/p99 (embedding the query + the search + the re-rank and budget
-  pass), with the query-vector cache emptied before every search.
+  pass), with the query-vector cache emptied before every search, and the CPU
+  time per search one at a time and with 8 searches in flight (what the HTTP
+  host pays per message).
 
 A passage is relevant to a query when its source file matches one the label
 names and, if the label names a heading, when the passage's heading (or its
@@ -37,6 +39,8 @@ from . import bench
 EVAL_NAME = "retrieval_eval.jsonl"
 HELDOUT_NAME = "retrieval_heldout.jsonl"
 SEARCH_K = 10
+#: Searches in flight for the concurrent CPU figure (as the HTTP host does, from worker threads).
+CONCURRENT = 8
 
 
 @dataclass
@@ -92,6 +96,9 @@ class EvalResult:
     passages: dict[str, int] = field(default_factory=dict)
     chars: dict[str, int] = field(default_factory=dict)
     load_seconds: float = 0.0
+    #: CPU time (process) per search, new questions: one at a time, and CONCURRENT at a time
+    cpu_ms_sequential: float = 0.0
+    cpu_ms_concurrent: float = 0.0
 
     def metrics(self, kind: Optional[str] = None, group: Optional[str] = None) -> dict[str, float]:
         ranks = [r for i, r in self.ranks.items()
@@ -148,6 +155,7 @@ def evaluate(embedding: str, items: list[EvalItem], data_dir: Path, hybrid: bool
         result.index_seconds[name] = summary.seconds
         result.passages[name] = summary.total
         result.chars[name] = sum(len(p.embed_text) for p in load_corpus(ns))
+    cpu_started, searches = time.process_time(), 0
     for item in items:
         ns = namespaces[item.namespace]
         for _ in range(max(1, repeats)):
@@ -155,13 +163,35 @@ def evaluate(embedding: str, items: list[EvalItem], data_dir: Path, hybrid: bool
             t0 = time.perf_counter()
             found = kb.search_sync(ns, item.query, SEARCH_K, 10**9)
             result.query_ms.setdefault(item.group, []).append((time.perf_counter() - t0) * 1000)
+            searches += 1
         rank = next((i for i, p in enumerate(found, start=1) if is_relevant(p.source, p.heading, item.relevant)), None)
         if item.id in result.ranks:
             raise click.ClickException(f"evaluation item id {item.id!r} appears twice")
         result.ranks[item.id] = rank
         result.kinds[item.id] = item.kind
         result.groups[item.id] = item.group
+    result.cpu_ms_sequential = (time.process_time() - cpu_started) * 1000 / max(searches, 1)
+    result.cpu_ms_concurrent = _concurrent_cpu_ms(kb, namespaces, items, repeats)
     return result
+
+
+def _concurrent_cpu_ms(kb: Any, namespaces: dict[str, Any], items: list[EvalItem], repeats: int) -> float:
+    """CPU per search when CONCURRENT searches are in flight (worker threads), new questions each round."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..knowledge.index import clear_query_cache
+
+    def one(item: EvalItem) -> None:
+        kb.search_sync(namespaces[item.namespace], item.query, SEARCH_K, 10**9)
+
+    total = 0.0
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        for _ in range(max(1, repeats)):
+            clear_query_cache()
+            started = time.process_time()
+            list(pool.map(one, items))
+            total += time.process_time() - started
+    return total * 1000 / (max(1, repeats) * max(len(items), 1))
 
 
 def _row(result: EvalResult, group: Optional[str] = None) -> dict[str, Any]:
@@ -179,6 +209,8 @@ def _row(result: EvalResult, group: Optional[str] = None) -> dict[str, Any]:
     row["model_load_s"] = round(result.load_seconds, 2)
     row["query_p50_ms"] = round(result.percentile(0.5, group), 2)
     row["query_p99_ms"] = round(result.percentile(0.99, group), 2)
+    row["query_cpu_ms"] = round(result.cpu_ms_sequential, 2)
+    row[f"query_cpu_ms_{CONCURRENT}_concurrent"] = round(result.cpu_ms_concurrent, 2)
     row["misses@3"] = result.misses(3, group)
     return row
 
@@ -238,6 +270,12 @@ def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_paths: tuple
             click.echo(f"{r['embedding']}: model load {r['model_load_s']} s; misses@3: "
                        f"{', '.join(r['misses@3']) or 'none'}")
         click.echo("")
+    click.echo("CPU per search (process time, both sets, new questions), one at a time and "
+               f"{CONCURRENT} concurrent (worker threads, as the HTTP host searches):")
+    for r in (r for r in rows if r["set"] == next(iter(sets))):
+        click.echo(f"  {r['embedding']}: {r['query_cpu_ms']} ms; {CONCURRENT} concurrent: "
+                   f"{r[f'query_cpu_ms_{CONCURRENT}_concurrent']} ms")
+    click.echo("")
     click.echo(f"(p50/p99 over {repeats} searches per query, query-vector cache emptied before each; "
                f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "
                "speeds fall with the machine's load)")
