@@ -62,3 +62,32 @@ async def test_redis_outage_spools_writes_and_flushes_them_in_order(data_dir, tm
             assert await host.store.inbox_depth() == 0
     finally:
         server.stop()
+
+
+async def test_the_local_file_is_read_only_when_it_holds_something(tmp_path, redis_url):
+    """In normal operation no reply is copied to the local file; a reply another process gave there
+    during an outage is still found (SQLite's data_version tells), and moved to Redis once it is back."""
+    from wxhelper.storage import open_store
+    from wxhelper.storage.resilient import ResilientStore
+    from wxhelper.storage.sqlite import SQLiteStore
+
+    prefix = f"{redis_url}?prefix=wx-local-{tmp_path.name}:"
+    a = ResilientStore(open_store(prefix), SQLiteStore(tmp_path / "fallback.sqlite3"))
+    b = ResilientStore(open_store(prefix), SQLiteStore(tmp_path / "fallback.sqlite3"))
+    try:
+        assert await a.inbox_put("bot", "m1", "{}", time.time()) is None
+        await a.inbox_answer("bot", "m1", "reply one")
+        await a.inbox_complete("bot", "m1", "reply one", time.time() + 60)
+        assert await a.reply_for("bot", "m1") == "reply one"
+        assert await a.local.reply_for("bot", "m1") is None, "a reply Redis holds is not copied to the file"
+        # b answered m2 while Redis was down for it: the reply is only in the shared file
+        await b.local.inbox_complete("bot", "m2", "reply two", time.time() + 60)
+        assert await a.remote.reply_for("bot", "m2") is None
+        assert await a.reply_for("bot", "m2") == "reply two"
+        await b._move_replies()
+        assert await a.remote.reply_for("bot", "m2") == "reply two"
+        assert await a.local.reply_for("bot", "m2") is None
+        assert await a.reply_for("bot", "m2") == "reply two"
+    finally:
+        await a.close()
+        await b.close()

@@ -8,6 +8,15 @@ spooled to a durable local journal (the same file). A background task pings
 the remote store and, once it answers, replays the journal in order (writes
 are idempotent on ``message_id``, so a replay interrupted halfway is safe);
 while the journal is not empty, new writes queue behind it so order holds.
+
+While the remote store answers, the local file is only consulted when it holds
+something of the inbox's, a reply or a live lease (written during an outage, by
+any process sharing the file): a probe connection reads SQLite's
+``PRAGMA data_version`` (a few microseconds, no I/O), and the file's contents are
+re-checked, off the event loop, only when another connection committed since the
+last check. So a message costs no thread hop to the local file in normal
+operation. When the remote store is back, the journal is replayed and the replies
+given during the outage are moved to it.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
@@ -49,6 +59,11 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
         self._flusher: Optional[asyncio.Task] = None
         self.local._conn.executescript(SPOOL_SCHEMA)
         self._spooled = self.local._conn.execute("SELECT count(*) FROM spool").fetchone()[0]
+        # A second connection that only reads PRAGMA data_version: it changes whenever any other
+        # connection (ours included) commits to the file.
+        self._probe = sqlite3.connect(str(local.path), check_same_thread=False, isolation_level=None)
+        self._probe_version: Optional[int] = None
+        self._local_state = {"inbox": True, "replies": True, "leases": True}  # unknown: assume it holds all
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -86,6 +101,20 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     async def _none(self) -> Any:
         return None
 
+    async def _local_holds(self, what: str) -> bool:
+        """Does the local file hold inbox entries, replies or live leases (``what``)? Errs towards yes."""
+        try:
+            version = self._probe.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return True
+        if version != self._probe_version:
+            try:
+                self._local_state = await self.local._run(_local_state)
+            except StoreError:
+                return True
+            self._probe_version = version  # read before the contents: a later commit re-checks
+        return self._local_state[what]
+
     # -- history ---------------------------------------------------------------------
     async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
         async with self._order:
@@ -114,9 +143,12 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                 async with self._order:
                     left = await self.local._run(lambda c: c.execute("SELECT count(*) FROM spool").fetchone()[0])
                     self._spooled = left
-                    if left == 0:
-                        self._down_until = 0.0
-                        return done
+                if left == 0:
+                    await self._move_replies()
+                    async with self._order:
+                        if self._spooled == 0:
+                            self._down_until = 0.0
+                            return done
                 continue
             for seq, hkey, payload, max_per_user, ttl in rows:
                 await self.remote.append(HistoryKey.from_id(hkey), Record.model_validate_json(payload),
@@ -124,6 +156,22 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                 await self.local._run(lambda c, s=seq: c.execute("DELETE FROM spool WHERE seq=?", (s,)))
                 self._spooled = max(0, self._spooled - 1)
                 done += 1
+
+    async def _move_replies(self) -> None:
+        """Give the remote store the replies completed locally during an outage, then drop them here.
+
+        Remote first: a crash in between leaves a copy in both, which is harmless (the remote write
+        keeps the first reply). It also completes the message in the remote inbox, where it may
+        have been put before the outage.
+        """
+        now = time.time()
+        rows = await self.local._run(lambda c: c.execute(
+            "SELECT bot_id, message_id, reply, expires FROM replies WHERE expires>=?", (now,)).fetchall())
+        for bot_id, message_id, reply, expires in rows:
+            await self.remote.inbox_complete(bot_id, message_id, reply, expires)
+            await self.local._run(lambda c, b=bot_id, m=message_id: c.execute(
+                "DELETE FROM replies WHERE bot_id=? AND message_id=?", (b, m)))
+        await self.local._run(lambda c: c.execute("DELETE FROM replies WHERE expires<?", (now,)))
 
     async def _flush_loop(self) -> None:
         while self._spooled > 0 or time.monotonic() < self._down_until:
@@ -193,6 +241,8 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.remote.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._probe.close()
         await self.local.close()
 
     # -- inbox: the remote one when it answers, the local file otherwise ---------------------------
@@ -201,12 +251,27 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                                   lambda: self.local.inbox_put(bot_id, message_id, payload, received))
 
     async def inbox_answer(self, bot_id: str, message_id: str, reply: str) -> None:
-        await self.local.inbox_answer(bot_id, message_id, reply)
+        if await self._local_holds("inbox"):
+            await self.local.inbox_answer(bot_id, message_id, reply)
         await self._remote(lambda: self.remote.inbox_answer(bot_id, message_id, reply), self._none)
 
     async def inbox_complete(self, bot_id: str, message_id: str, reply: str, expires: float) -> None:
-        await self.local.inbox_complete(bot_id, message_id, reply, expires)
-        await self._remote(lambda: self.remote.inbox_complete(bot_id, message_id, reply, expires), self._none)
+        """Locally first when the entry may be in the local inbox (as it was put during an outage);
+        otherwise remotely, and locally only when the remote fails (the reply then waits here, for
+        :meth:`reply_for`, until the remote is back and the flusher moves it)."""
+        if await self._local_holds("inbox"):
+            await self.local.inbox_complete(bot_id, message_id, reply, expires)
+            await self._remote(lambda: self.remote.inbox_complete(bot_id, message_id, reply, expires), self._none)
+            return
+        if not await self._remote(lambda: self._complete_remote(bot_id, message_id, reply, expires), self._false):
+            await self.local.inbox_complete(bot_id, message_id, reply, expires)
+
+    async def _complete_remote(self, bot_id: str, message_id: str, reply: str, expires: float) -> bool:
+        await self.remote.inbox_complete(bot_id, message_id, reply, expires)
+        return True
+
+    async def _false(self) -> bool:
+        return False
 
     async def inbox_pending(self, bot_id: Optional[str] = None) -> list[tuple[str, str, str, Optional[str]]]:
         local = await self.local.inbox_pending(bot_id)
@@ -216,7 +281,9 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
 
     async def reply_for(self, bot_id: str, message_id: str) -> Optional[str]:
         found = await self._remote(lambda: self.remote.reply_for(bot_id, message_id), self._none)
-        return found if found is not None else await self.local.reply_for(bot_id, message_id)
+        if found is not None or not await self._local_holds("replies"):
+            return found
+        return await self.local.reply_for(bot_id, message_id)
 
     async def inbox_depth(self) -> int:
         local = await self.local.inbox_depth()
@@ -228,7 +295,7 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                                   lambda: self.local.acquire_lease(name, ttl))
 
     async def renew_lease(self, name: str, token: int, ttl: float) -> bool:
-        if await self.local.renew_lease(name, token, ttl):
+        if await self._local_holds("leases") and await self.local.renew_lease(name, token, ttl):
             return True
         return await self._remote(lambda: self.remote.renew_lease(name, token, ttl), self._true)
 
@@ -236,7 +303,8 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
         return True  # the remote is down: nobody can take the lease there either
 
     async def release_lease(self, name: str, token: int) -> None:
-        await self.local.release_lease(name, token)
+        if await self._local_holds("leases"):
+            await self.local.release_lease(name, token)
         await self._remote(lambda: self.remote.release_lease(name, token), self._none)
 
     # -- categories --------------------------------------------------------------------------------------
@@ -251,6 +319,18 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
 
     async def clear_namespace(self, namespace: str) -> int:
         return await self.remote.clear_namespace(namespace)
+
+
+def _local_state(conn: sqlite3.Connection) -> dict[str, bool]:
+    """What the local file holds that the hot path must consult (see :meth:`ResilientStore._local_holds`)."""
+    now = time.time()
+
+    def exists(sql: str, *args: Any) -> bool:
+        return bool(conn.execute(f"SELECT EXISTS({sql})", args).fetchone()[0])
+
+    return {"inbox": exists("SELECT 1 FROM inbox"),
+            "replies": exists("SELECT 1 FROM replies WHERE expires>=?", now),
+            "leases": exists("SELECT 1 FROM leases WHERE held=1 AND expires>?", now)}
 
 
 def spool_summary(store: HistoryStore) -> dict[str, Any]:
