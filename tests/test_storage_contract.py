@@ -374,3 +374,63 @@ async def test_a_kept_reply_expires(store: HistoryStore) -> None:
     assert await store.reply_for("b", "short") == '"bye"'
     await asyncio.sleep(0.6)
     assert await store.reply_for("b", "short") is None
+
+
+@pytest.fixture(params=[*BACKENDS, "redis_resilient"])
+async def turn_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
+    """Every backend, and Redis behind the outage wrapper the host puts around a remote store."""
+    if request.param == "sqlite":
+        s: HistoryStore = open_store(f"sqlite:///{tmp_path / 'history.sqlite3'}")
+    else:
+        base = request.getfixturevalue(f"{request.param.replace('_resilient', '')}_url")
+        s = open_store(f"{base}?prefix=t{uuid.uuid4().hex[:12]}:")
+        if request.param.endswith("_resilient"):
+            from wxhelper.storage.resilient import ResilientStore
+            from wxhelper.storage.sqlite import SQLiteStore
+
+            s = ResilientStore(s, SQLiteStore(tmp_path / "fallback.sqlite3"))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_turn_steps_keep_the_inbox_and_lease_guarantees(turn_store: HistoryStore) -> None:
+    from wxhelper.storage.turns import HistoryWrite, begin_turn, fair_read_many, finish_turn
+
+    store = turn_store
+    lease, board, chat = "source:{g}", HistoryKey.shared("namespace", "板{*}"), HistoryKey.chat("n", "g", "b")
+    first = await begin_turn(store, lease, 30, "b", "m1", '{"n":1}', NOW)
+    assert first.token is not None and first.final is None and first.earlier is None
+    assert (await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW)).busy  # one message of a source at a time
+    assert await store.inbox_depth() == 1
+    writes = [HistoryWrite(chat, [rec("u", "m1", NOW - 2), rec("b", "m1#reply", NOW - 1)]),
+              HistoryWrite(board, [rec("u", "m1", NOW - 2)])]
+    # a stale token (the lease was taken over): nothing is written but the reply on the entry
+    assert await finish_turn(store, lease, first.token + 1, 30, "b", "m1", '"r1"', time.time() + 60, writes,
+                             max_per_user=10, history_ttl=86400) is False
+    assert await store.count(chat) == 0 and await store.count(board) == 0
+    assert await store.inbox_pending() == [("b", "m1", '{"n":1}', '"r1"')]
+    # a crashed run's reply comes back with the next turn's token
+    await store.release_lease(lease, first.token)
+    again = await begin_turn(store, lease, 30, "b", "m1", '{"n":1}', NOW)
+    assert again.token is not None and again.token > first.token and again.earlier == '"r1"'
+    assert await finish_turn(store, lease, again.token, 30, "b", "m1", '"r1"', time.time() + 60, writes,
+                             max_per_user=10, history_ttl=86400) is True
+    assert await store.inbox_depth() == 0 and await store.reply_for("b", "m1") == '"r1"'
+    assert [r.message_id for r in await store.fair_read(chat, FairQuery(10, 1000))] == ["m1", "m1#reply"]
+    # the lease was released; a completed message gets its reply and takes no lease
+    done = await begin_turn(store, lease, 30, "b", "m1", '{"n":1}', NOW)
+    assert done.final == '"r1"' and done.token is None
+    nxt = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW)
+    assert nxt.token is not None and nxt.earlier is None
+    # writing the same records again (a replay) adds nothing
+    assert await finish_turn(store, lease, nxt.token, 30, "b", "m2", '"r2"', time.time() + 60, writes,
+                             max_per_user=10, history_ttl=86400) is True
+    assert await store.count(chat) == 2 and await store.count(board) == 1
+    # several fair reads at once are the single reads
+    queries = [(chat, FairQuery(10, 1000)), (board, FairQuery(5, 100, algorithm="seed")),
+               (HistoryKey.shared("friend_circle", "none"), FairQuery(10, 1000)), (board, FairQuery(0, 100))]
+    assert await fair_read_many(store, queries) == [await store.fair_read(k, q) for k, q in queries]
+    # the histories written in a turn are registered (purge and migrate walk them)
+    assert sorted(k.id for k, _ in [item async for item in store.iter_all()]) == sorted([chat.id, board.id])

@@ -23,7 +23,7 @@ from .llm import LLM, LLMError
 from .messages import HistoryKind, InboundMessage, Passage, Record, Reply
 from .namespace import Namespace
 from .offline import offline_answer
-from .ordering import SourceGate, Turn
+from .ordering import LeaseLost, SourceGate, Turn
 from .phone import has_phone_number
 from .plugins import LoadedPlugins, PluginStatus, load_plugins
 from .prompt import PromptRenderer
@@ -31,6 +31,7 @@ from .routing import UnknownNamespace, choose_namespace, lookup
 from .settings import Settings
 from .storage import FairQuery, HistoryKey, HistoryStore, SQLiteStore, open_store
 from .storage.resilient import ResilientStore
+from .storage.turns import HistoryWrite, TurnStart, begin_turn, fair_read_many, finish_turn
 
 log = logging.getLogger(__name__)
 
@@ -232,21 +233,22 @@ class Host:
             namespaces = await self.namespaces_for(bot_id)
             if lookup(namespaces, msg.namespace) is None:
                 raise UnknownNamespace(msg.namespace, sorted(namespaces))
-        async with self.gate.turn(self._chat_bot(bot_id), msg.source_id) as turn:
-            cached = await self._final_reply(bot_id, msg.message_id)
-            if cached is None:
-                earlier = await self.store.inbox_put(bot_id, msg.message_id, msg.model_dump_json(), time.time())
+        payload = msg.model_dump_json()
+
+        async def begin(lease: str, ttl: float) -> TurnStart:
+            # the lease, the final-reply check and the inbox entry: one round trip where the store can
+            return await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time())
+
+        async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
+            if turn.final is None:
                 async for item in self._process(msg, bot_id, turn, started, streaming,
-                                                Reply.model_validate_json(earlier) if earlier else None):
+                                                Reply.model_validate_json(turn.earlier) if turn.earlier else None):
                     yield item
                 return
+        cached = Reply.model_validate_json(turn.final)
         if streaming and cached.text:
             yield cached.text
         yield cached
-
-    async def _final_reply(self, bot_id: str, message_id: str) -> Optional[Reply]:
-        stored = await self.store.reply_for(bot_id, message_id)
-        return Reply.model_validate_json(stored) if stored else None
 
     async def _process(self, msg: InboundMessage, bot_id: str, turn: Turn, started: float, streaming: bool,
                        earlier: Optional[Reply]) -> AsyncIterator[Union[str, Reply]]:
@@ -359,26 +361,33 @@ class Host:
 
     async def _commit(self, turn: Turn, bot_id: str, msg: InboundMessage, reply: Reply,
                       state: Optional["_Turn"] = None) -> None:
-        """Attach the reply to the inbox entry, write the histories it names, then complete the entry."""
+        """Attach the reply to the inbox entry; then, while the lease is ours, write the histories it
+        names, complete the entry and release the lease (one round trip where the store can)."""
         payload = reply.model_dump_json()
-        await self.store.inbox_answer(bot_id, msg.message_id, payload)
-        await self.gate.check(turn)
         started = time.perf_counter()
+        if turn.lost:  # the renewal found the lease taken: keep the reply for the replay, write nothing
+            await self.store.inbox_answer(bot_id, msg.message_id, payload)
+            raise LeaseLost(turn.name)
         content = msg.content[: self.settings.max_single_char]
         ns = reply.namespace
+        writes: list[HistoryWrite] = []
         if "friend_circle" in reply.recorded:
-            await self._append("friend_circle", ns, msg, bot_id, content)
-        if "chat" in reply.recorded:  # the message and its reply, in one round trip
-            pair = [self._record_of(msg, bot_id, content),
-                    self._record_of(msg, bot_id, reply.text, user_id=bot_id, message_id=f"{msg.message_id}#reply",
-                                    timestamp=max(time.time(), msg.timestamp + 0.001))]
-            await self.store.append_many(self.history_key("chat", ns, msg.source_id, bot_id), pair,
-                                         max_per_user=self.settings.max_user_record_count,
-                                         ttl=self.settings.clear_cycle_seconds)
+            writes.append(HistoryWrite(self.history_key("friend_circle", ns), [self._record_of(msg, bot_id, content)]))
+        if "chat" in reply.recorded:  # the message and its reply
+            writes.append(HistoryWrite(self.history_key("chat", ns, msg.source_id, bot_id), [
+                self._record_of(msg, bot_id, content),
+                self._record_of(msg, bot_id, reply.text, user_id=bot_id, message_id=f"{msg.message_id}#reply",
+                                timestamp=max(time.time(), msg.timestamp + 0.001))]))
         if "namespace" in reply.recorded:
-            await self._append("namespace", ns, msg, bot_id, content)
-        await self.store.inbox_complete(bot_id, msg.message_id, payload,
-                                        time.time() + self.settings.clear_cycle_seconds)
+            writes.append(HistoryWrite(self.history_key("namespace", ns), [self._record_of(msg, bot_id, content)]))
+        cycle = self.settings.clear_cycle_seconds
+        held = await finish_turn(self.store, turn.name, turn.token, self.gate.ttl,  # type: ignore[arg-type]
+                                 bot_id, msg.message_id, payload, time.time() + cycle, writes,
+                                 max_per_user=self.settings.max_user_record_count, history_ttl=cycle)
+        if not held:
+            turn.lost = True
+            raise LeaseLost(turn.name)
+        turn.released = True
         if state is not None:  # the caller's copy; the stored one was fixed before the writes
             reply.timings["record"] = _ms(started)
             reply.timings["total"] = _ms(state.started)
@@ -418,11 +427,11 @@ class Host:
 
         async def histories() -> tuple[list[Record], list[Record], list[Record]]:
             t0 = time.perf_counter()
-            result = await asyncio.gather(
-                self.store.fair_read(self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
-                self.store.fair_read(self.history_key("namespace", ns.name), query("namespace")),
-                self.store.fair_read(self.history_key("friend_circle", ns.name), query("friend_circle")),
-            )
+            result = await fair_read_many(self.store, [
+                (self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
+                (self.history_key("namespace", ns.name), query("namespace")),
+                (self.history_key("friend_circle", ns.name), query("friend_circle")),
+            ])
             turn.timings["history"] = _ms(t0)
             return result[0], result[1], result[2]
 

@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
-from typing import AsyncIterator, Optional
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from .storage.base import Leases, StoreError
+from .storage.turns import TurnStart
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,24 @@ class LeaseLost(RuntimeError):
 
 @dataclass
 class Turn:
-    """A held turn: the lease name and fencing token, and whether renewal still succeeds."""
+    """A held turn: the lease name and fencing token, and whether renewal still succeeds.
+
+    With a ``begin`` step (see :meth:`SourceGate.turn`), ``final`` is the reply of a message
+    completed before (no lease is then held) and ``earlier`` the reply a crashed run attached
+    to its inbox entry. ``released`` is set by whoever gave the lease up already.
+    """
 
     name: str
     token: Optional[int]
     lost: bool = False
+    final: Optional[str] = None
+    earlier: Optional[str] = None
+    released: bool = False
+    _timer: Optional[asyncio.TimerHandle] = field(default=None, repr=False, compare=False)
+    _renewal: Optional[asyncio.Task] = field(default=None, repr=False, compare=False)
+
+
+Begin = Callable[[str, float], Awaitable[TurnStart]]
 
 
 class SourceGate:
@@ -48,52 +62,77 @@ class SourceGate:
         return "source:" + json.dumps([bot_id, source_id], ensure_ascii=False)
 
     @contextlib.asynccontextmanager
-    async def turn(self, bot_id: str, source_id: str) -> AsyncIterator[Turn]:
+    async def turn(self, bot_id: str, source_id: str, begin: Optional[Begin] = None) -> AsyncIterator[Turn]:
+        """Hold the source's turn. ``begin(lease_name, ttl)``, when given, takes the lease together
+        with the message's first store step (:func:`wxhelper.storage.turns.begin_turn`)."""
         name = self.lease_name(bot_id, source_id)
         lock = self._locks.setdefault(name, asyncio.Lock())
         self._users[name] = self._users.get(name, 0) + 1
         try:
             async with lock:
-                token = await self._acquire(name)
-                turn = Turn(name, token)
-                renewer = asyncio.create_task(self._renew(turn))
+                start = await self._acquire(name, begin)
+                turn = Turn(name, start.token, final=start.final, earlier=start.earlier)
+                if turn.token is None:  # the message was completed before: no lease was kept
+                    yield turn
+                    return
+                self._schedule_renewal(turn)
                 try:
                     yield turn
                 finally:
-                    renewer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewer
-                    with contextlib.suppress(StoreError):
-                        await self.leases.release_lease(name, token)
+                    await self._stop_renewal(turn)
+                    if not turn.released:
+                        with contextlib.suppress(StoreError):
+                            await self.leases.release_lease(name, turn.token)
         finally:
             self._users[name] -= 1
             if self._users[name] == 0:
                 del self._users[name]
                 self._locks.pop(name, None)
 
-    async def _acquire(self, name: str) -> int:
+    async def _acquire(self, name: str, begin: Optional[Begin]) -> TurnStart:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         delay = 0.002
         while True:
-            token = await self.leases.acquire_lease(name, self.ttl)
-            if token is not None:
-                return token
+            if begin is not None:
+                start = await begin(name, self.ttl)
+            else:
+                start = TurnStart(token=await self.leases.acquire_lease(name, self.ttl))
+            if not start.busy:
+                return start
             if loop.time() > deadline:
                 raise StoreError(f"source is busy: lease {name} not free after {self.wait:.0f}s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    # Renewal: a timer per turn, and a task only when it fires (most turns end long before ttl / 3).
+    def _schedule_renewal(self, turn: Turn) -> None:
+        turn._timer = asyncio.get_running_loop().call_later(self.ttl / 3, self._start_renewal, turn)
+
+    def _start_renewal(self, turn: Turn) -> None:
+        turn._timer = None
+        turn._renewal = asyncio.get_running_loop().create_task(self._renew(turn))
+
+    async def _stop_renewal(self, turn: Turn) -> None:
+        if turn._timer is not None:
+            turn._timer.cancel()
+            turn._timer = None
+        task, turn._renewal = turn._renewal, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _renew(self, turn: Turn) -> None:
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                if not await self.leases.renew_lease(turn.name, turn.token, self.ttl):  # type: ignore[arg-type]
-                    turn.lost = True
-                    log.error("lease %s lost while handling a message", turn.name)
-                    return
-            except StoreError:
-                log.warning("could not renew lease %s", turn.name)
+        try:
+            if not await self.leases.renew_lease(turn.name, turn.token, self.ttl):  # type: ignore[arg-type]
+                turn.lost = True
+                log.error("lease %s lost while handling a message", turn.name)
+                return
+        except StoreError:
+            log.warning("could not renew lease %s", turn.name)
+        turn._renewal = None
+        self._schedule_renewal(turn)
 
     async def check(self, turn: Turn) -> None:
         """Right before writing: raise :class:`LeaseLost` unless this turn still holds its lease."""

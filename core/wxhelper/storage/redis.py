@@ -15,7 +15,9 @@ Cluster slot and no user-controlled text ever reaches a key name)::
 
 A write is one EVALSHA (append, idempotency check, trim, index update, expiry);
 a fair read is one EVALSHA that computes the selection server-side (see
-:mod:`wxhelper.storage.redis_lua`). Every key of a history expires ``ttl``
+:mod:`wxhelper.storage.redis_lua`). Outside Cluster, a message's turn takes three
+calls: begin (lease, final-reply check, inbox entry), its three fair reads, and
+finish (fenced history writes, completion, release); see :mod:`wxhelper.storage.turns`. Every key of a history expires ``ttl``
 after its last write, so abandoned histories vanish without a scan; records
 older than the cycle are never read (``since``) and are deleted by
 :meth:`RedisStore.purge_expired`, which walks the history registry, not the keyspace.
@@ -27,7 +29,7 @@ import asyncio
 import hashlib
 import json
 import math
-from typing import Any, AsyncIterator, Awaitable, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Optional, Sequence, TypeVar
 from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from ..fairness import (ALGORITHMS, TIME_DECAY_SCALE, WEIGHTED_ALGORITHMS, UserHistory, apply_weights,
@@ -37,6 +39,7 @@ from pydantic import TypeAdapter
 from ..messages import Record
 from . import redis_lua
 from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
+from .turns import HistoryWrite, TurnStart, begin_turn_stepwise, finish_turn_stepwise
 
 T = TypeVar("T")
 
@@ -152,6 +155,12 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         self._lease_acquire = self.client.register_script(redis_lua.LEASE_ACQUIRE)
         self._lease_renew = self.client.register_script(redis_lua.LEASE_RENEW)
         self._lease_release = self.client.register_script(redis_lua.LEASE_RELEASE)
+        # One script per step of a message's turn (wxhelper.storage.turns); on Cluster the keys of one
+        # step are in different slots, so there the steps are taken one operation at a time.
+        self.fast_turns = self.scheme != "redis+cluster"
+        self._read_many = self.client.register_script(redis_lua.READ_MANY)
+        self._begin_turn = self.client.register_script(redis_lua.BEGIN_TURN)
+        self._finish_turn = self.client.register_script(redis_lua.FINISH_TURN)
 
     @classmethod
     def from_url(cls, url: str) -> "RedisStore":
@@ -268,6 +277,31 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         keys, args = self._read_args(key, query, query.algorithm)
         members = await self._call("fair read", self._read(keys=keys, args=args))
         return chronological(decode_members(members))
+
+    async def fair_read_many(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> list[list[Record]]:
+        """Several fair reads in one script call (one at a time on Cluster, or for other algorithms)."""
+        if not self.fast_turns or not all(q.algorithm in LUA_ALGORITHMS for _, q in reads):
+            return list(await asyncio.gather(*(self.fair_read(k, q) for k, q in reads)))
+        keys: list[str] = []
+        args: list[Any] = [0]
+        wanted = []
+        for key, query in reads:
+            if query.max_records <= 0 or query.max_chars <= 0:
+                continue
+            read_keys, read_args = self._read_args(key, query, query.algorithm)
+            keys += read_keys
+            args += [len(read_args), *read_args]
+            wanted.append(len(wanted))
+        args[0] = len(wanted)
+        results = await self._call("fair read", self._read_many(keys=keys, args=args)) if wanted else []
+        out: list[list[Record]] = []
+        it = iter(results)
+        for _key, query in reads:
+            if query.max_records <= 0 or query.max_chars <= 0:
+                out.append([])
+            else:
+                out.append(chronological(decode_members(next(it))))
+        return out
 
     async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
         if query.max_records <= 0:
@@ -394,6 +428,42 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
 
     async def inbox_depth(self) -> int:
         return int(await self._call("inbox", self.client.zcard(self._inbox_keys[2])))
+
+    # -- a message's turn in one call per step (wxhelper.storage.turns) ---------------------------------
+    async def begin_turn(self, lease: str, ttl: float, bot_id: str, message_id: str, payload: str,
+                         received: float) -> TurnStart:
+        if not self.fast_turns:
+            return await begin_turn_stepwise(self, lease, ttl, bot_id, message_id, payload, received)
+        field = self._inbox_field(bot_id, message_id)
+        result = await self._call("begin", self._begin_turn(
+            keys=[self._lease_key(lease), self._reply_key(field), *self._inbox_keys],
+            args=[max(1, int(ttl * 1000)), field, payload]))
+        state = int(result[0])
+        if state == 0:
+            return TurnStart()
+        if state == 1:
+            return TurnStart(final=result[1].decode("utf-8"))
+        return TurnStart(token=int(result[1]), earlier=result[2].decode("utf-8") if state == 3 else None)
+
+    async def finish_turn(self, lease: str, token: int, ttl: float, bot_id: str, message_id: str, reply: str,
+                          expires: float, writes: Sequence[HistoryWrite], *, max_per_user: int,
+                          history_ttl: float) -> bool:
+        if not self.fast_turns:
+            return await finish_turn_stepwise(self, lease, token, ttl, bot_id, message_id, reply, expires, writes,
+                                              max_per_user=max_per_user, history_ttl=history_ttl)
+        field = self._inbox_field(bot_id, message_id)
+        keys = [self._lease_key(lease), *self._inbox_keys[:3], self._reply_key(field), self.registry]
+        ttl_ms = max(1, int(math.ceil(history_ttl * 1000)))
+        args: list[Any] = [field, reply, int(expires * 1000), int(token), len(writes)]
+        for write in writes:
+            ukp, history_keys = self._keys(write.key)
+            keys += history_keys
+            args += [ukp, max(0, int(max_per_user)), ttl_ms, write.key.id,
+                     repr(float(min(r.timestamp for r in write.records))), len(write.records)]
+            for record in write.records:
+                args += [record.user_id, repr(float(record.timestamp)), record.message_id, encode_member(record)]
+        result = await self._call("finish", self._finish_turn(keys=keys, args=args))
+        return bool(int(result[0]))
 
     # -- leases (server time, so that every host agrees on expiry) ------------------------------------
     def _lease_key(self, name: str) -> str:

@@ -89,7 +89,7 @@ out[#out + 1] = unregistered(KEYS[1])
 return out
 """
 
-READ = COMMON + r"""
+READ_BODY = r"""
 -- KEYS: 1 users zset, 2 head hash
 -- ARGV: 1 user key prefix, 2 algorithm (or '__candidates__'), 3 max_records, 4 max_chars,
 --       5 since, 6 time-decay scale, 7.. user, weight pairs
@@ -345,6 +345,24 @@ end
 return out
 """
 
+READ = COMMON + READ_BODY
+
+READ_MANY = COMMON + "local function fair(KEYS, ARGV)\n" + READ_BODY + r"""
+end
+-- several fair reads in one call (not on Cluster: their histories live in different slots)
+-- KEYS: users, head of each read in turn ; ARGV: 1 number of reads, then per read: its ARGV count, its ARGV
+local out = {}
+local pos = 2
+for r = 1, tonumber(ARGV[1]) do
+  local c = tonumber(ARGV[pos])
+  local args = {}
+  for x = 1, c do args[x] = ARGV[pos + x] end
+  pos = pos + c + 1
+  out[r] = fair({KEYS[2 * r - 1], KEYS[2 * r]}, args)
+end
+return out
+"""
+
 PURGE = r"""
 -- KEYS: 1 meta, 2 users, 3 oldest, 4 mids, 5 head ; ARGV: 1 user key prefix, 2 before
 local before = '(' .. ARGV[2]
@@ -455,4 +473,74 @@ LEASE_RELEASE = r"""
 -- KEYS: 1 the lease ; ARGV: 1 token
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then redis.call('HSET', KEYS[1], 'held', 0) end
 return 1
+"""
+
+
+# -- a message's turn in one call each (not on Cluster: the lease, the inbox and the histories
+#    live in different slots); see wxhelper.storage.turns ------------------------------------------
+
+LEASE_FN = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+BEGIN_TURN = LEASE_FN + r"""
+-- KEYS: 1 the lease, 2 the final reply's key, 3 payloads, 4 replies-in-progress, 5 order, 6 seq
+-- ARGV: 1 ttl ms, 2 inbox field, 3 payload
+-- returns {0} busy, {1, reply} completed before (no lease kept), {2, token} new entry,
+--         {3, token, reply} an entry a crashed run had answered
+local final = redis.call('GET', KEYS[2])
+if final then return {1, final} end
+local now = now_ms()
+local cur = redis.call('HMGET', KEYS[1], 'token', 'expires', 'held')
+if cur[3] == '1' and tonumber(cur[2]) > now then return {0} end
+local token = (tonumber(cur[1]) or 0) + 1
+redis.call('HSET', KEYS[1], 'token', token, 'expires', now + tonumber(ARGV[1]), 'held', 1)
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
+  local reply = redis.call('HGET', KEYS[4], ARGV[2])
+  if reply then return {3, token, reply} end
+  return {2, token}
+end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[2])
+return {2, token}
+"""
+
+FINISH_TURN = COMMON + APPEND_FN + LEASE_FN + r"""
+-- KEYS: 1 the lease, 2 payloads, 3 replies-in-progress, 4 order, 5 the final reply's key, 6 the history
+--       registry, then per history written: meta, users, oldest, mids, head
+-- ARGV: 1 inbox field, 2 reply, 3 expires (epoch ms), 4 token, 5 number of histories, then per history:
+--       user key prefix, max_per_user, ttl ms, history id, first timestamp, number of records, then per
+--       record: user_id, timestamp, message_id, member without seq
+-- returns {0} when the lease is no longer ours (only the reply is attached), else {1, stored...}
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) end
+local now = now_ms()
+local cur = redis.call('HMGET', KEYS[1], 'token', 'expires', 'held')
+if not (cur[1] == ARGV[4] and cur[3] == '1' and tonumber(cur[2]) > now) then return {0} end
+local out = {1}
+local pos = 6
+for h = 1, tonumber(ARGV[5]) do
+  local k = 6 + 5 * (h - 1)
+  local ukp, keep, ttl, hid, first, n = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2], ARGV[pos + 3],
+                                        ARGV[pos + 4], tonumber(ARGV[pos + 5])
+  pos = pos + 6
+  for r = 1, n do
+    local uid = ARGV[pos]
+    out[#out + 1] = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
+                           ukp .. redis.sha1hex(uid), uid, ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], keep, ttl, hid)
+    pos = pos + 4
+  end
+  if unregistered(KEYS[k + 1]) == 1 then
+    redis.call('ZADD', KEYS[6], 'NX', first, hid)
+    redis.call('HSET', KEYS[k + 1], 'reg', 1)
+  end
+end
+if tonumber(ARGV[3]) > now then redis.call('SET', KEYS[5], ARGV[2], 'NX', 'PXAT', ARGV[3]) end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'held', 0)
+return out
 """

@@ -26,12 +26,13 @@ import contextlib
 import logging
 import sqlite3
 import time
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Sequence, TypeVar
 
 from ..fairness import UserHistory
 from ..messages import Record
 from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
 from .sqlite import SQLiteStore
+from .turns import HistoryWrite, TurnStart, begin_turn_stepwise, finish_turn_stepwise
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,8 +102,8 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     async def _none(self) -> Any:
         return None
 
-    async def _local_holds(self, what: str) -> bool:
-        """Does the local file hold inbox entries, replies or live leases (``what``)? Errs towards yes."""
+    async def _local_holds(self, *what: str) -> bool:
+        """Does the local file hold inbox entries, replies or live leases (any of ``what``)? Errs towards yes."""
         try:
             version = self._probe.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error:
@@ -113,7 +114,7 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
             except StoreError:
                 return True
             self._probe_version = version  # read before the contents: a later commit re-checks
-        return self._local_state[what]
+        return any(self._local_state[w] for w in what)
 
     # -- history ---------------------------------------------------------------------
     async def append(self, key: HistoryKey, record: Record, *, max_per_user: int, ttl: float) -> bool:
@@ -184,6 +185,43 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
             except StoreError as exc:
                 self._down_until = time.monotonic() + self.retry_interval
                 log.debug("store still down: %s", exc)
+
+    # -- a message's turn (wxhelper.storage.turns): the remote's one-call steps while it answers and
+    #    the local file holds nothing of the inbox's or the leases'; else one operation at a time ------
+    async def begin_turn(self, lease: str, ttl: float, bot_id: str, message_id: str, payload: str,
+                         received: float) -> TurnStart:
+        if (getattr(self.remote, "fast_turns", False) and time.monotonic() >= self._down_until
+                and not await self._local_holds("replies")):
+            try:
+                return await self.remote.begin_turn(lease, ttl, bot_id, message_id, payload, received)
+            except StoreError as exc:
+                self._mark_down(exc)
+        return await begin_turn_stepwise(self, lease, ttl, bot_id, message_id, payload, received)
+
+    async def finish_turn(self, lease: str, token: int, ttl: float, bot_id: str, message_id: str, reply: str,
+                          expires: float, writes: Sequence[HistoryWrite], *, max_per_user: int,
+                          history_ttl: float) -> bool:
+        if getattr(self.remote, "fast_turns", False) and not await self._local_holds("inbox", "leases"):
+            async with self._order:  # behind any spooled write, like every history write
+                if self._spooled == 0 and time.monotonic() >= self._down_until:
+                    try:
+                        return await self.remote.finish_turn(lease, token, ttl, bot_id, message_id, reply, expires,
+                                                             writes, max_per_user=max_per_user,
+                                                             history_ttl=history_ttl)
+                    except StoreError as exc:
+                        self._mark_down(exc)  # the script is atomic: redo it step by step, all idempotent
+        return await finish_turn_stepwise(self, lease, token, ttl, bot_id, message_id, reply, expires, writes,
+                                          max_per_user=max_per_user, history_ttl=history_ttl)
+
+    async def fair_read_many(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> list[list[Record]]:
+        many = getattr(self.remote, "fair_read_many", None)
+        if many is None:
+            return list(await asyncio.gather(*(self.fair_read(key, query) for key, query in reads)))
+
+        async def empty() -> list[list[Record]]:
+            return [[] for _ in reads]
+
+        return await self._remote(lambda: many(reads), empty)
 
     async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
         return await self._remote(lambda: self.remote.candidates(key, query), self._empty)
