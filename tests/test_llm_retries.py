@@ -62,3 +62,18 @@ async def test_a_stream_that_fails_before_its_first_piece_is_retried(data_dir, f
         reply = await host.handle(InboundMessage(user_id="u", content="讲个故事"))
     assert reply.offline is False and reply.text == "LLM-ANSWER: 讲个故事"
     assert [b.get("stream") for b in fake_llm.chat_requests()] == [True, True]
+
+
+def test_answer_text_takes_the_first_choice_and_names_what_is_wrong():
+    import pytest as _pytest
+
+    from wxhelper.llm import LLMError, answer_text
+
+    assert answer_text(b'{"choices": [{"message": {"role": "assistant", "content": "\xe5\xa5\xbd"}}]}') == "好"
+    assert answer_text(b'{"choices": [{"message": {"content": null}}]}') == ""
+    with _pytest.raises(LLMError, match="no choices"):
+        answer_text(b'{"choices": []}')
+    with _pytest.raises(LLMError, match="not a chat completion"):
+        answer_text(b"<html>bad gateway</html>")
+    with _pytest.raises(LLMError, match="no message"):
+        answer_text(b'{"choices": [{"text": "legacy"}]}')

@@ -508,15 +508,6 @@ class Host:
                       timestamp=timestamp if timestamp is not None else msg.timestamp,
                       message_id=message_id or msg.message_id)
 
-    async def _append(self, kind: HistoryKind, namespace: str, msg: InboundMessage, bot_id: str,
-                      content: str, *, user_id: Optional[str] = None, message_id: Optional[str] = None,
-                      timestamp: Optional[float] = None) -> bool:
-        record = self._record_of(msg, bot_id, content, user_id=user_id, message_id=message_id, timestamp=timestamp)
-        key = self.history_key(kind, namespace, msg.source_id, bot_id)
-        await self.store.append(key, record, max_per_user=self.settings.max_user_record_count,
-                                ttl=self.settings.clear_cycle_seconds)
-        return True
-
     # -- reading and maintenance ----------------------------------------------------------
     async def history(self, namespace: str, kind: HistoryKind = "namespace", *, source_id: str = "",
                       bot_id: str = "", max_records: Optional[int] = None, max_chars: Optional[int] = None,

@@ -11,6 +11,7 @@ until its first piece has been sent.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -81,12 +82,11 @@ class LLM:
         deadline = time.monotonic() + self.settings.llm_retry_budget
 
         async def call():  # type: ignore[no-untyped-def]
-            return await client.post("/chat/completions", cast_to=ChatCompletion, body=self._params(messages))
+            # The body's bytes, not a ChatCompletion: building that model field by field costs more CPU
+            # than the one string the host needs from it (status errors are raised by the client as before).
+            return await client.post("/chat/completions", cast_to=bytes, body=self._params(messages))
 
-        response = await self._with_retries(call, deadline)
-        if not response.choices:
-            raise LLMError("the LLM answered with no choices")
-        return response.choices[0].message.content or ""
+        return answer_text(await self._with_retries(call, deadline))
 
     async def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         """Text pieces as the LLM produces them; retried while nothing has been yielded yet."""
@@ -121,6 +121,24 @@ class LLM:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def answer_text(body: bytes) -> str:
+    """The first choice's text from a chat completion's JSON body; LLMError when it has none."""
+    try:
+        data = json.loads(body)
+        choices = data["choices"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise LLMError(f"the LLM answered with something that is not a chat completion: {body[:200]!r}") from exc
+    if not choices:
+        raise LLMError("the LLM answered with no choices")
+    try:
+        content = choices[0]["message"].get("content")
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise LLMError(f"the LLM's first choice has no message: {choices[0]!r:.200}") from exc
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else str(content)
 
 
 def is_retryable(exc: BaseException) -> bool:

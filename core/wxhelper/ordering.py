@@ -3,9 +3,10 @@
 Within a process an ``asyncio.Lock`` per source queues them (asyncio locks are
 FIFO, so arrival order holds); across processes sharing a store, a short lease
 with a fencing token does. The holder renews its lease while it works (an LLM
-answer can take long) and checks it is still the holder right before writing;
-a process that dies holding a lease blocks its source only until the lease
-expires.
+answer can take long) and writes only while it is still the holder (the host's
+finish step checks the token in the same call as its writes; :meth:`SourceGate.check`
+does it apart); a process that dies holding a lease blocks its source only until
+the lease expires.
 """
 
 from __future__ import annotations
