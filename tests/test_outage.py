@@ -68,7 +68,7 @@ async def test_the_local_file_is_read_only_when_it_holds_something(tmp_path, red
     """In normal operation no reply is copied to the local file; a reply another process gave there
     during an outage is still found (SQLite's data_version tells), and moved to Redis once it is back."""
     from wxhelper.storage import open_store
-    from wxhelper.storage.resilient import ResilientStore
+    from wxhelper.storage.resilient import PROBE_INTERVAL, ResilientStore
     from wxhelper.storage.sqlite import SQLiteStore
 
     prefix = f"{redis_url}?prefix=wx-local-{tmp_path.name}:"
@@ -83,6 +83,7 @@ async def test_the_local_file_is_read_only_when_it_holds_something(tmp_path, red
         # b answered m2 while Redis was down for it: the reply is only in the shared file
         await b.local.inbox_complete("bot", "m2", "reply two", time.time() + 60)
         assert await a.remote.reply_for("bot", "m2") is None
+        await asyncio.sleep(PROBE_INTERVAL)  # another process's write to the file is seen within this
         assert await a.reply_for("bot", "m2") == "reply two"
         await b._move_replies()
         assert await a.remote.reply_for("bot", "m2") == "reply two"

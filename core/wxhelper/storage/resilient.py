@@ -12,10 +12,11 @@ while the journal is not empty, new writes queue behind it so order holds.
 While the remote store answers, the local file is only consulted when it holds
 something of the inbox's, a reply or a live lease (written during an outage, by
 any process sharing the file): a probe connection reads SQLite's
-``PRAGMA data_version`` (a few microseconds, no I/O), and the file's contents are
-re-checked, off the event loop, only when another connection committed since the
-last check. So a message costs no thread hop to the local file in normal
-operation. When the remote store is back, the journal is replayed and the replies
+``PRAGMA data_version`` (no I/O) at most every ``PROBE_INTERVAL`` and right after
+this process wrote there, and the file's contents are re-checked, off the event
+loop, only when some connection committed since the last check. So a message
+costs no thread hop to the local file in normal operation; what another process
+wrote there during an outage of its own is seen within ``PROBE_INTERVAL``. When the remote store is back, the journal is replayed and the replies
 given during the outage are moved to it.
 """
 
@@ -36,6 +37,9 @@ from .turns import HistoryWrite, TurnStart, begin_turn_stepwise, finish_turn_ste
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+PROBE_INTERVAL = 0.25
+"""Seconds between two probes of the local file for entries written there by other processes."""
 
 SPOOL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -64,6 +68,7 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
         # connection (ours included) commits to the file.
         self._probe = sqlite3.connect(str(local.path), check_same_thread=False, isolation_level=None)
         self._probe_version: Optional[int] = None
+        self._probe_next = 0.0
         self._local_state = {"inbox": True, "replies": True, "leases": True}  # unknown: assume it holds all
 
     # -- state ---------------------------------------------------------------------
@@ -102,16 +107,35 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     async def _none(self) -> Any:
         return None
 
+    async def _local_write(self, coro: Awaitable[T]) -> T:
+        """A write of the inbox, a reply or a lease to the local file: probe it again at the next check."""
+        try:
+            return await coro
+        finally:
+            self._probe_next = 0.0
+
     async def _local_holds(self, *what: str) -> bool:
-        """Does the local file hold inbox entries, replies or live leases (any of ``what``)? Errs towards yes."""
+        """Does the local file hold inbox entries, replies or live leases (any of ``what``)? Errs towards yes.
+
+        The probe runs at most every ``PROBE_INTERVAL`` seconds (it gives up the GIL, and getting it
+        back from a busy thread, such as an embedding, can take a tenth of a millisecond), and right
+        after this process wrote to the file itself; what another process writes there (during an
+        outage of its own) is seen within that interval.
+        """
+        now = time.monotonic()
+        if now < self._probe_next:
+            return any(self._local_state[w] for w in what)
+        self._probe_next = now + PROBE_INTERVAL
         try:
             version = self._probe.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error:
+            self._probe_next = 0.0
             return True
         if version != self._probe_version:
             try:
                 self._local_state = await self.local._run(_local_state)
             except StoreError:
+                self._probe_next = 0.0
                 return True
             self._probe_version = version  # read before the contents: a later commit re-checks
         return any(self._local_state[w] for w in what)
@@ -286,11 +310,11 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     # -- inbox: the remote one when it answers, the local file otherwise ---------------------------
     async def inbox_put(self, bot_id: str, message_id: str, payload: str, received: float) -> Optional[str]:
         return await self._remote(lambda: self.remote.inbox_put(bot_id, message_id, payload, received),
-                                  lambda: self.local.inbox_put(bot_id, message_id, payload, received))
+                                  lambda: self._local_write(self.local.inbox_put(bot_id, message_id, payload, received)))
 
     async def inbox_answer(self, bot_id: str, message_id: str, reply: str) -> None:
         if await self._local_holds("inbox"):
-            await self.local.inbox_answer(bot_id, message_id, reply)
+            await self._local_write(self.local.inbox_answer(bot_id, message_id, reply))
         await self._remote(lambda: self.remote.inbox_answer(bot_id, message_id, reply), self._none)
 
     async def inbox_complete(self, bot_id: str, message_id: str, reply: str, expires: float) -> None:
@@ -298,11 +322,11 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
         otherwise remotely, and locally only when the remote fails (the reply then waits here, for
         :meth:`reply_for`, until the remote is back and the flusher moves it)."""
         if await self._local_holds("inbox"):
-            await self.local.inbox_complete(bot_id, message_id, reply, expires)
+            await self._local_write(self.local.inbox_complete(bot_id, message_id, reply, expires))
             await self._remote(lambda: self.remote.inbox_complete(bot_id, message_id, reply, expires), self._none)
             return
         if not await self._remote(lambda: self._complete_remote(bot_id, message_id, reply, expires), self._false):
-            await self.local.inbox_complete(bot_id, message_id, reply, expires)
+            await self._local_write(self.local.inbox_complete(bot_id, message_id, reply, expires))
 
     async def _complete_remote(self, bot_id: str, message_id: str, reply: str, expires: float) -> bool:
         await self.remote.inbox_complete(bot_id, message_id, reply, expires)
@@ -330,10 +354,10 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     # -- leases ------------------------------------------------------------------------------------------
     async def acquire_lease(self, name: str, ttl: float) -> Optional[int]:
         return await self._remote(lambda: self.remote.acquire_lease(name, ttl),
-                                  lambda: self.local.acquire_lease(name, ttl))
+                                  lambda: self._local_write(self.local.acquire_lease(name, ttl)))
 
     async def renew_lease(self, name: str, token: int, ttl: float) -> bool:
-        if await self._local_holds("leases") and await self.local.renew_lease(name, token, ttl):
+        if await self._local_holds("leases") and await self._local_write(self.local.renew_lease(name, token, ttl)):
             return True
         return await self._remote(lambda: self.remote.renew_lease(name, token, ttl), self._true)
 
@@ -342,7 +366,7 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
 
     async def release_lease(self, name: str, token: int) -> None:
         if await self._local_holds("leases"):
-            await self.local.release_lease(name, token)
+            await self._local_write(self.local.release_lease(name, token))
         await self._remote(lambda: self.remote.release_lease(name, token), self._none)
 
     # -- categories --------------------------------------------------------------------------------------
