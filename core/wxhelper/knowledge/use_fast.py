@@ -177,7 +177,10 @@ class FastUSE:
         del x, buf
 
         m._layernorm(feats, b.ln_g, b.ln_b, b.eps)
-        mean = np.add.reduceat(feats, starts, axis=0) @ b.cnn_W
+        # per-sentence sums of the token rows as one small product (np.add.reduceat is ~10x slower here)
+        member = np.zeros((len(group), n_tokens), dtype=np.float32)
+        member[np.repeat(np.arange(len(group)), lens), np.arange(n_tokens)] = 1.0
+        mean = (member @ feats) @ b.cnn_W
         flens = lens.astype(np.float32)
         mean += flens[:, None] * b.cnn_b
         mean *= np.reciprocal(np.sqrt(flens))[:, None]
