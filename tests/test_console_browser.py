@@ -179,6 +179,23 @@ def test_a_message_sent_through_the_api_appears_live_and_its_prompt_opens(page: 
     snap(page, shots, "inspector-sections")
 
 
+def test_user_text_is_shown_as_text_never_as_html(page: Page, server: Served) -> None:
+    page.goto(server.base + "/admin#live")
+    expect(page.locator("#live-state")).to_have_text("live")
+    mid = f"xss-{uuid.uuid4().hex[:10]}"
+    evil = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as client:
+        _send(client, user_id='<b id="bold">mallory</b>', group_id="<i>群</i>", message_id=mid, content=evil)
+    row = page.locator(f'#live-table tr[data-message-id="{mid}"]')
+    expect(row).to_contain_text("<img src=x")
+    expect(row).to_contain_text('<b id="bold">mallory</b>')
+    row.click()
+    expect(page.locator("#inspect-meta")).to_contain_text("<script>")
+    expect(page.locator("#inspect-prompt pre").last).to_contain_text("<img src=x")
+    assert page.locator("main img, main script, #bold").count() == 0
+    assert page.title() != "pwned"
+
+
 def test_fairness_chart_beside_the_seed_algorithm(page: Page, server: Served, shots: Path) -> None:
     with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as client:
         for i, user in enumerate(("小王", "小李", "小张")):  # three quiet sellers post first…

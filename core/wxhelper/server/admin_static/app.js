@@ -127,12 +127,10 @@ async function loadNamespaces() {
   state.namespaces = data.namespaces;
   const body = clear($("#ns-table tbody"));
   for (const ns of data.namespaces) {
-    const progress = h("progress", { max: 1, value: 0, hidden: true });
-    const note = h("span", { class: "muted" });
     const button = h("button", { type: "button", "data-ns": ns.name, text: "Re-index",
                                  disabled: ns.custom || !data.reindex_allowed,
                                  title: data.reindex_allowed ? "" : "needs a Chroma server with several workers" });
-    button.addEventListener("click", () => reindex(ns.name, button, progress, note));
+    button.addEventListener("click", () => reindex(ns.name));
     const index = ns.custom ? h("span", { class: "muted", text: "no corpus" })
       : ns.indexed ? pill(`indexed · ${ns.stored ?? "?"} stored`, "ok") : pill("not indexed", "warn");
     body.append(h("tr", { "data-ns": ns.name },
@@ -143,7 +141,8 @@ async function loadNamespaces() {
       h("td", { text: ns.custom ? "–" : `${ns.passages} passages` }),
       h("td", {}, index),
       h("td", { text: ns.embedding || "–" }),
-      h("td", {}, button, " ", progress, " ", note)));
+      h("td", {}, button, " ", h("progress", { max: 1, value: 0, hidden: true }), " ", h("span", { class: "muted note" }))));
+    showReindex(ns.name);
   }
   const plugins = clear($("#plugin-table tbody"));
   for (const p of data.plugins) {
@@ -154,27 +153,36 @@ async function loadNamespaces() {
   }
 }
 
-async function reindex(name, button, progress, note) {
-  button.disabled = true; progress.hidden = false; progress.value = 0; note.textContent = "starting…";
-  note.className = "muted";
+// A re-index's progress lives in state, so a view rendered again meanwhile shows it too.
+state.reindex = {};
+function showReindex(name) {
+  const job = state.reindex[name];
+  const row = document.querySelector(`#ns-table tr[data-ns="${CSS.escape(name)}"]`);
+  if (!job || !row) return;
+  const progress = row.querySelector("progress"), note = row.querySelector(".note"), button = row.querySelector("button");
+  progress.hidden = false; progress.max = Math.max(1, job.total); progress.value = job.done;
+  note.textContent = job.text; note.className = "note " + job.cls;
+  button.disabled = job.running;
+}
+
+async function reindex(name) {
+  const job = state.reindex[name] = { done: 0, total: 1, text: "starting…", cls: "muted", running: true };
+  showReindex(name);
   const force = $("#ns-force").checked;
   try {
     const resp = await api(`/admin/api/namespaces/${encodeURIComponent(name)}/reindex?force=${force}`,
                            { method: "POST", raw: true });
     if (!resp.ok) { const b = await resp.json(); throw new Error(b.detail || resp.statusText); }
     await readSSE(resp, (event, data) => {
-      if (event === "progress") {
-        progress.max = Math.max(1, data.total); progress.value = data.done;
-        note.textContent = `${data.done} / ${data.total}`;
-      } else if (event === "done") {
-        progress.max = 1; progress.value = 1;
-        note.textContent = `done: ${data.total} passages, ${data.added} added, ${data.removed} removed in ${data.seconds}s`;
-        note.className = "ok";
-      } else if (event === "error") { note.textContent = data.detail; note.className = "error"; }
+      if (event === "progress") Object.assign(job, { done: data.done, total: data.total, text: `${data.done} / ${data.total}` });
+      else if (event === "done") Object.assign(job, { done: 1, total: 1, cls: "ok",
+        text: `done: ${data.total} passages, ${data.added} added, ${data.removed} removed in ${data.seconds}s` });
+      else if (event === "error") Object.assign(job, { text: data.detail, cls: "error" });
+      showReindex(name);
     });
   } catch (e) {
-    if (!(e instanceof Unauthorized)) { note.textContent = e.message; note.className = "error"; }
-  } finally { button.disabled = false; }
+    if (!(e instanceof Unauthorized)) Object.assign(job, { text: e.message, cls: "error" });
+  } finally { job.running = false; showReindex(name); }
 }
 
 // -- live messages -------------------------------------------------------------------------------------------
