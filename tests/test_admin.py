@@ -427,6 +427,26 @@ async def test_the_redis_stream_is_capped(redis_url: str) -> None:
         await client.aclose()
 
 
+@pytest.mark.parametrize("which", ["cluster", "sentinel"])
+async def test_the_event_stream_works_on_redis_cluster_and_sentinel(which: str, request: pytest.FixtureRequest) -> None:
+    from wxhelper.storage.redis import RedisStore
+
+    store = RedisStore(request.getfixturevalue(f"redis_{which}_url"))
+    key = f"{store.prefix}console:events:{uuid.uuid4().hex}"
+    try:
+        log = RedisEventLog(store.client, key, maxlen=20)
+        start = await log.last_id()
+        ids = [await log.add({"n": i}) for i in range(30)]
+        assert [e["n"] for e in await log.recent(3)] == [29, 28, 27] and await log.size() <= 120
+        assert (await log.get(ids[-1]))["n"] == 29
+        assert [e["n"] for e in await log.after(ids[-2], 0.01)] == [29]
+        assert len(await log.after(start, 0.01)) >= 20
+        assert await log.after(ids[-1], 0.2) == []  # blocks up to the wait, then nothing
+    finally:
+        await store.client.delete(key)
+        await store.close()
+
+
 def test_mask_and_per_user() -> None:
     assert mask({"a": [f"电话{PHONE}", "订单号 20240512123456789"], "n": 3}) == \
         {"a": [f"电话{MASKED}", "订单号 20240512123456789"], "n": 3}
