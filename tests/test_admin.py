@@ -193,6 +193,7 @@ def test_events_mask_phone_numbers_everywhere(client: httpx.Client) -> None:
     assert [m["role"] for m in full["prompt"]][0] == "system"
     assert full["template"]["name"] == "system.j2" and full["template"]["origin"] == "plugin"
     assert "wxhelper_car_client" in full["template"]["path"]
+    assert "{{" in full["template"]["source"] and "knowledge" in full["template"]["source"]  # the jinja2 text
     assert full["retrieved"] and all(p["source"] and p["text"] for p in full["retrieved"])
     assert set(full["sections"]) == {"chat", "namespace", "friend_circle"}
 

@@ -174,6 +174,8 @@ def test_a_message_sent_through_the_api_appears_live_and_its_prompt_opens(page: 
     expect(page.locator("#inspect-reply")).to_contain_text("FAKE-LLM")
     assert PHONE not in page.content()
     snap(page, shots, "inspector")
+    page.click("#inspect-template summary")
+    expect(page.locator("#inspect-template pre")).to_contain_text("{{")  # the template itself, before rendering
     page.locator("#inspect-passages").scroll_into_view_if_needed()
     page.evaluate("document.querySelector('#inspect-passages').scrollIntoView()")
     snap(page, shots, "inspector-sections")

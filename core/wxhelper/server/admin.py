@@ -270,7 +270,28 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
         for section in (found.get("sections") or {}).values():
             section["users"] = per_user(section["records"])
             section["chars"] = sum(r["chars"] for r in section["records"])
+        if found.get("template"):
+            found["template"]["source"] = await asyncio.to_thread(template_source, found)
         return mask(found)
+
+    def template_source(event: dict[str, Any]) -> Optional[str]:
+        """The text of the template the event names, as it is on disk now; only a file the renderer would use.
+
+        The path is looked up again from the namespace, never taken from the event, so a forged
+        event cannot make the console read another file.
+        """
+        from ..prompt import DEFAULT_TEMPLATES, SYSTEM_TEMPLATE
+
+        ns = host.namespaces.get(event.get("namespace") or "")
+        if event["template"].get("error") or ns is None:
+            path = DEFAULT_TEMPLATES / SYSTEM_TEMPLATE
+        else:
+            path = next((d / SYSTEM_TEMPLATE for d in host.renderer.search_path(ns) if (d / SYSTEM_TEMPLATE).is_file()),
+                        DEFAULT_TEMPLATES / SYSTEM_TEMPLATE)
+        try:
+            return path.read_text(encoding="utf-8")[:20000]
+        except OSError:
+            return None
 
     # -- fairness -----------------------------------------------------------------------------------------
     @router.get("/fairness/{namespace}")

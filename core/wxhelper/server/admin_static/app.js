@@ -335,6 +335,11 @@ async function loadInspect(id) {
     h("dt", { text: "fair algorithm" }), h("dd", { text: ev.algorithm }),
     h("dt", { text: "worker" }), h("dd", { text: ev.worker })));
 
+  if (ev.template && ev.template.source) {
+    out.append(h("details", { id: "inspect-template" },
+      h("summary", { text: `Template source: ${ev.template.path} (as it is on disk now)` }),
+      h("pre", { text: ev.template.source })));
+  }
   out.append(h("h3", { text: "The prompt sent to the LLM" }));
   const prompt = h("div", { id: "inspect-prompt" });
   for (const m of ev.prompt || []) {
