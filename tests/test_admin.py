@@ -330,7 +330,7 @@ def test_add_and_delete_a_custom_category_with_confirmation(client: httpx.Client
 def test_bind_a_source_then_unbind_it(client: httpx.Client) -> None:
     bound = client.put("/admin/api/bindings", json={"source_id": "bind-g", "namespace": "求职招聘"})
     assert bound.status_code == 200 and bound.json()["namespace"] == "qzzp"
-    assert {"source_id": "bind-g", "bot_id": "wxhelper-bot", "namespace": "qzzp"} in \
+    assert {"source_id": "bind-g", "bot_id": "wxhelper-bot", "namespace": "qzzp", "stale": False} in \
         client.get("/admin/api/categories").json()["bindings"]
     assert _send(client, user_id="dan", group_id="bind-g", content="去日本旅游要签证吗")["namespace"] == "qzzp"
     assert client.put("/admin/api/bindings", json={"source_id": "bind-g", "namespace": None}).json()["namespace"] is None

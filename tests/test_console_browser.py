@@ -255,6 +255,12 @@ def test_add_then_delete_a_custom_category(page: Page, server: Served, shots: Pa
     expect(page.locator('#cat-table tr[data-name="fangchan"]')).to_have_count(0)
     page.remove_listener("dialog", answer)
     assert len(dialogs) == 2 and "histories" in dialogs[0]
+    # The binding to the deleted category stays (routing ignores it) and says so; unbinding it asks first.
+    binding = page.locator('#bind-table tr[data-source="房东群"]')
+    expect(binding).to_contain_text("deleted: ignored by routing")
+    page.on("dialog", lambda dialog: dialog.accept())
+    binding.locator("button").click()
+    expect(page.locator('#bind-table tr[data-source="房东群"]')).to_have_count(0)
     with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as client:
         names = [c["name"] for c in client.get("/admin/api/categories").json()["custom"]]
     assert "fangchan" not in names

@@ -354,6 +354,9 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
         except NotImplementedError:
             bindings = []
         preset = [{"name": ns.name, "title": ns.title, "plugin": ns.plugin or ""} for ns in host.namespaces.values()]
+        known = {name for name in host.namespaces} | {(c["bot_id"], c["name"]) for c in custom}  # type: ignore[operator]
+        for b in bindings:  # a binding to a deleted category is ignored by routing: say so
+            b["stale"] = b["namespace"] not in known and (b["bot_id"], b["namespace"]) not in known
         return mask({"bot_id": settings.bot_id, "preset": preset, "custom": custom,
                      "bindings": sorted(bindings, key=lambda b: (b["namespace"], b["source_id"]))})
 

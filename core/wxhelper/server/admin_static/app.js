@@ -470,7 +470,8 @@ async function loadCategories() {
       await api("/admin/api/bindings", { method: "PUT", json: { source_id: b.source_id, bot_id: b.bot_id, namespace: null } });
       loadCategories();
     });
-    binds.append(h("tr", {}, h("td", { text: b.source_id }), h("td", { text: b.bot_id }), h("td", { text: b.namespace }), h("td", {}, un)));
+    binds.append(h("tr", { "data-source": b.source_id }, h("td", { text: b.source_id }), h("td", { text: b.bot_id }),
+      h("td", {}, b.namespace, b.stale ? " " : null, b.stale ? pill("deleted: ignored by routing", "warn") : null), h("td", {}, un)));
   }
   if (!data.bindings.length) binds.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No binding: messages are routed by keywords." })));
   const nsSel = clear($("#bind-ns"));
