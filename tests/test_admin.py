@@ -365,6 +365,35 @@ def test_health_says_when_the_llm_is_unreachable(tmp_path: Path) -> None:
         served.stop()
 
 
+def test_without_a_token_the_console_opens_on_loopback(tmp_path: Path, llm: FakeLLM) -> None:
+    served = Served(tmp_path, llm)
+    try:
+        session = httpx.get(served.base + "/admin/api/session", timeout=30)
+        assert session.status_code == 200 and session.json()["auth"] == "none (loopback only)"
+        assert "127.0.0.1" in served.log.read_text() and "loopback only" in served.log.read_text()
+    finally:
+        served.stop()
+
+
+def test_chroma_unreachable_shows_in_namespaces_and_health(tmp_path: Path, llm: FakeLLM) -> None:
+    from servers import free_port
+
+    served = Served(tmp_path, llm, extra_env={"WXHELPER_API_TOKEN": TOKEN,
+                                              "CHROMA_URL": f"http://127.0.0.1:{free_port()}"})
+    try:
+        with httpx.Client(base_url=served.base, headers=AUTH, timeout=60) as c:
+            rows = c.get("/admin/api/namespaces").json()["namespaces"]
+            assert {r["name"] for r in rows} == {"聊天", "car_client", "qzzp", "lvyou"}
+            for row in rows:
+                assert row["status"] == "degraded" and row["indexed"] is False
+                assert any(e.startswith("index: ") for e in row["errors"]), row["errors"]
+            health = c.get("/admin/api/health").json()
+            assert health["chroma"]["status"] == "failed" and health["chroma"]["where"].startswith("http://127.0.0.1:")
+            assert health["store"]["status"] == "ok" and health["llm"]["status"] == "ok"
+    finally:
+        served.stop()
+
+
 # -- several workers over Redis ---------------------------------------------------------------------------------------
 def test_every_workers_messages_reach_the_console_over_redis(tmp_path: Path, llm: FakeLLM, redis_url: str) -> None:
     store = f"{redis_url}?prefix=console-{uuid.uuid4().hex[:6]}:"
