@@ -121,7 +121,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
     # -- who am I talking to ------------------------------------------------------------------------
     @router.get("/session")
     async def session() -> Any:
-        return {"auth": "token" if token else "none (loopback only)", "bot_id": settings.bot_id,
+        return {"auth": "token" if token else "none", "bot_id": settings.bot_id,
                 "worker": worker_name(), "store": host.store.scheme, "events": recorder.stats(),
                 "algorithm": settings.fair_algorithm, "algorithms": sorted(ALGORITHMS), "version": app.version,
                 "workers": int(os.environ.get("WXHELPER_SERVE_WORKERS", "1") or 1)}
