@@ -187,8 +187,11 @@ async def test_broken_stream_falls_back(data_dir, fake_llm):
     assert reply.offline is True and "llm" in reply.degraded
 
 
-async def test_routing_order_explicit_then_binding_then_keywords(data_dir):
-    async with host_for(data_dir, PLUGINS) as host:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_routing_order_explicit_then_binding_then_keywords(data_dir, backend, request):
+    # over Redis the binding is read in the same call that begins the message's turn
+    store = {} if backend == "sqlite" else {"store": f"{request.getfixturevalue('redis_url')}?prefix=route{id(data_dir)}:"}
+    async with host_for(data_dir, PLUGINS, **store) as host:
         assert (await host.handle(InboundMessage(user_id="u", content="二手车", namespace="lvyou"))).namespace == "lvyou"
         assert (await host.handle(InboundMessage(user_id="u", content="随便", namespace="求职招聘"))).namespace == "qzzp"
         await host.store.set_binding("u", host.settings.bot_id, "qzzp")

@@ -422,8 +422,12 @@ async def test_turn_steps_keep_the_inbox_and_lease_guarantees(turn_store: Histor
     # the lease was released; a completed message gets its reply and takes no lease
     done = await begin_turn(store, lease, 30, "b", "m1", '{"n":1}', NOW)
     assert done.final == '"r1"' and done.token is None
-    nxt = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW)
+    await store.set_binding("g", "b", "板{*}")
+    nxt = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW, binding_of="g")
     assert nxt.token is not None and nxt.earlier is None
+    assert nxt.binding == ("板{*}" if nxt.binding_read else None)  # read in the same call where the store can
+    if getattr(getattr(store, "remote", store), "fast_turns", False):  # Redis outside Cluster, wrapped or not
+        assert nxt.binding_read
     # writing the same records again (a replay) adds nothing
     assert await finish_turn(store, lease, nxt.token, 30, "b", "m2", '"r2"', time.time() + 60, writes,
                              max_per_user=10, history_ttl=86400) is True

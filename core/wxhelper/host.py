@@ -237,7 +237,8 @@ class Host:
 
         async def begin(lease: str, ttl: float) -> TurnStart:
             # the lease, the final-reply check and the inbox entry: one round trip where the store can
-            return await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time())
+            return await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
+                                    msg.source_id if msg.namespace is None else None)
 
         async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
             if turn.final is None:
@@ -269,7 +270,7 @@ class Host:
                 yield reply.text
             yield reply
             return
-        state = await self._prepare(msg, bot_id, started)
+        state = await self._prepare(msg, bot_id, started, turn)
         if msg.channel == "friend_circle":
             reply = self._build_reply(state, "", offline=True, answered=False)
             await self._commit(turn, bot_id, msg, reply, state)
@@ -326,9 +327,13 @@ class Host:
         return Reply(text=text, namespace=bound or self.settings.default_namespace, source_id=msg.source_id,
                      message_id=msg.message_id, offline=True, command=command.name, degraded=degraded)
 
-    async def _prepare(self, msg: InboundMessage, bot_id: str, started: float) -> "_Turn":
+    async def _prepare(self, msg: InboundMessage, bot_id: str, started: float, turn: Turn) -> "_Turn":
         namespaces = await self.namespaces_for(bot_id)
-        bound = await self.store.get_binding(msg.source_id, bot_id) if msg.namespace is None else None
+        bound = None
+        if msg.namespace is None:  # the binding, unless the store read it when the turn began
+            start = turn.start
+            bound = start.binding if start is not None and start.binding_read else \
+                await self.store.get_binding(msg.source_id, bot_id)
         ns = namespaces[choose_namespace(namespaces, msg.content, self.settings.default_namespace,
                                          msg.namespace, bound)]
         content = msg.content

@@ -42,6 +42,7 @@ class Turn:
     lost: bool = False
     final: Optional[str] = None
     earlier: Optional[str] = None
+    start: Optional[TurnStart] = None
     released: bool = False
     _timer: Optional[asyncio.TimerHandle] = field(default=None, repr=False, compare=False)
     _renewal: Optional[asyncio.Task] = field(default=None, repr=False, compare=False)
@@ -72,7 +73,7 @@ class SourceGate:
         try:
             async with lock:
                 start = await self._acquire(name, begin)
-                turn = Turn(name, start.token, final=start.final, earlier=start.earlier)
+                turn = Turn(name, start.token, final=start.final, earlier=start.earlier, start=start)
                 if turn.token is None:  # the message was completed before: no lease was kept
                     yield turn
                     return

@@ -431,19 +431,23 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
 
     # -- a message's turn in one call per step (wxhelper.storage.turns) ---------------------------------
     async def begin_turn(self, lease: str, ttl: float, bot_id: str, message_id: str, payload: str,
-                         received: float) -> TurnStart:
+                         received: float, binding_of: Optional[str] = None) -> TurnStart:
         if not self.fast_turns:
             return await begin_turn_stepwise(self, lease, ttl, bot_id, message_id, payload, received)
         field = self._inbox_field(bot_id, message_id)
+        binding_field = self._binding_field(binding_of, bot_id) if binding_of is not None else ""
         result = await self._call("begin", self._begin_turn(
-            keys=[self._lease_key(lease), self._reply_key(field), *self._inbox_keys],
-            args=[max(1, int(ttl * 1000)), field, payload]))
+            keys=[self._lease_key(lease), self._reply_key(field), *self._inbox_keys, self.bindings],
+            args=[max(1, int(ttl * 1000)), field, payload, binding_field]))
         state = int(result[0])
         if state == 0:
             return TurnStart()
         if state == 1:
             return TurnStart(final=result[1].decode("utf-8"))
-        return TurnStart(token=int(result[1]), earlier=result[2].decode("utf-8") if state == 3 else None)
+        earlier, binding = result[2], result[3]
+        return TurnStart(token=int(result[1]), earlier=earlier.decode("utf-8") if earlier is not None else None,
+                         binding=binding.decode("utf-8") if binding is not None else None,
+                         binding_read=binding_of is not None)
 
     async def finish_turn(self, lease: str, token: int, ttl: float, bot_id: str, message_id: str, reply: str,
                           expires: float, writes: Sequence[HistoryWrite], *, max_per_user: int,

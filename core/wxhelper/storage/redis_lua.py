@@ -487,10 +487,10 @@ end
 """
 
 BEGIN_TURN = LEASE_FN + r"""
--- KEYS: 1 the lease, 2 the final reply's key, 3 payloads, 4 replies-in-progress, 5 order, 6 seq
--- ARGV: 1 ttl ms, 2 inbox field, 3 payload
--- returns {0} busy, {1, reply} completed before (no lease kept), {2, token} new entry,
---         {3, token, reply} an entry a crashed run had answered
+-- KEYS: 1 the lease, 2 the final reply's key, 3 payloads, 4 replies-in-progress, 5 order, 6 seq, 7 bindings
+-- ARGV: 1 ttl ms, 2 inbox field, 3 payload, 4 binding field ('' for none)
+-- returns {0} busy, {1, reply} completed before (no lease kept), {2, token, false, binding} new entry,
+--         {3, token, reply, binding} an entry a crashed run had answered (binding: false when unbound)
 local final = redis.call('GET', KEYS[2])
 if final then return {1, final} end
 local now = now_ms()
@@ -498,14 +498,16 @@ local cur = redis.call('HMGET', KEYS[1], 'token', 'expires', 'held')
 if cur[3] == '1' and tonumber(cur[2]) > now then return {0} end
 local token = (tonumber(cur[1]) or 0) + 1
 redis.call('HSET', KEYS[1], 'token', token, 'expires', now + tonumber(ARGV[1]), 'held', 1)
+local binding = false
+if ARGV[4] ~= '' then binding = redis.call('HGET', KEYS[7], ARGV[4]) end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
   local reply = redis.call('HGET', KEYS[4], ARGV[2])
-  if reply then return {3, token, reply} end
-  return {2, token}
+  if reply then return {3, token, reply, binding} end
+  return {2, token, false, binding}
 end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[2])
-return {2, token}
+return {2, token, false, binding}
 """
 
 FINISH_TURN = COMMON + APPEND_FN + LEASE_FN + r"""

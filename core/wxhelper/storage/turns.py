@@ -44,6 +44,9 @@ class TurnStart:
     token: Optional[int] = None
     final: Optional[str] = None
     earlier: Optional[str] = None
+    binding: Optional[str] = None
+    """The source's bound namespace, when ``binding_read`` (a store that reads it in the same call)."""
+    binding_read: bool = False
 
     @property
     def busy(self) -> bool:
@@ -59,11 +62,15 @@ class HistoryWrite:
 
 
 async def begin_turn(store: Any, lease: str, ttl: float, bot_id: str, message_id: str,
-                     payload: str, received: float) -> TurnStart:
-    """Take the lease of a source and enter the message in the inbox (see the module docstring)."""
+                     payload: str, received: float, binding_of: Optional[str] = None) -> TurnStart:
+    """Take the lease of a source and enter the message in the inbox (see the module docstring).
+
+    With ``binding_of`` (a source id), a store that can also reads that source's bound namespace
+    in the same call (``TurnStart.binding_read``); others leave it to :meth:`get_binding`.
+    """
     fast = getattr(store, "begin_turn", None)
     if fast is not None:
-        return await fast(lease, ttl, bot_id, message_id, payload, received)
+        return await fast(lease, ttl, bot_id, message_id, payload, received, binding_of)
     return await begin_turn_stepwise(store, lease, ttl, bot_id, message_id, payload, received)
 
 
