@@ -236,7 +236,8 @@ class Host:
         payload = msg.model_dump_json()
 
         async def begin(lease: str, ttl: float) -> TurnStart:
-            # the lease, the final-reply check and the inbox entry: one round trip where the store can
+            # the lease, the final-reply check, the inbox entry and (without an explicit namespace)
+            # the source's binding: one round trip where the store can
             return await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
                                     msg.source_id if msg.namespace is None else None)
 
@@ -331,9 +332,10 @@ class Host:
         namespaces = await self.namespaces_for(bot_id)
         bound = None
         if msg.namespace is None:  # the binding, unless the store read it when the turn began
-            start = turn.start
-            bound = start.binding if start is not None and start.binding_read else \
-                await self.store.get_binding(msg.source_id, bot_id)
+            if turn.start is not None and turn.start.binding_read:
+                bound = turn.start.binding
+            else:
+                bound = await self.store.get_binding(msg.source_id, bot_id)
         ns = namespaces[choose_namespace(namespaces, msg.content, self.settings.default_namespace,
                                          msg.namespace, bound)]
         content = msg.content
