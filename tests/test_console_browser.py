@@ -176,6 +176,11 @@ def test_a_message_sent_through_the_api_appears_live_and_its_prompt_opens(page: 
     snap(page, shots, "inspector")
     page.click("#inspect-template summary")
     expect(page.locator("#inspect-template pre")).to_contain_text("{{")  # the template itself, before rendering
+    page.click("#to-fair-chat")  # the same chat's fair selection now: bob, the bot's reply, alice and its reply
+    expect(page.locator("#fair-source")).to_have_value("车友群")
+    expect(page.locator("#fair-chart svg[data-metric=records] rect.cur")).to_have_count(3)
+    page.go_back()
+    expect(page.locator("#inspect-meta")).to_contain_text("car_client")
     page.locator("#inspect-passages").scroll_into_view_if_needed()
     page.evaluate("document.querySelector('#inspect-passages').scrollIntoView()")
     snap(page, shots, "inspector-sections")
@@ -208,6 +213,7 @@ def test_fairness_chart_beside_the_seed_algorithm(page: Page, server: Served, sh
                   content=f"第{i}台：2020款凯美瑞，" + "车况精品一手车无事故" * 150 + f"，电话1391234{5600 + i}")
     page.goto(server.base + "/admin#fairness")
     page.select_option("#fair-ns", "car_client")
+    page.select_option("#fair-kind", "namespace")  # the board (the form keeps the chat the inspector linked to)
     page.click("#fair-form button[type=submit]")
     chart = page.locator("#fair-chart svg[data-metric=chars]")
     expect(chart).to_be_visible()

@@ -109,15 +109,16 @@ async function boot() {
 
 function route() {
   if (!state.session) return;
-  const [view, arg] = (location.hash.slice(1) || "namespaces").split("/");
+  const [view, ...args] = (location.hash.slice(1) || "namespaces").split("/").map(decodeURIComponent);
+  const arg = args[0];
   const known = ["namespaces", "live", "inspect", "fairness", "categories", "health"];
   const name = known.includes(view) ? view : "namespaces";
   state.view = name;
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + name;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === name);
   if (state.healthTimer) { clearInterval(state.healthTimer); state.healthTimer = null; }
-  const run = { namespaces: loadNamespaces, live: renderLive, inspect: () => loadInspect(arg && decodeURIComponent(arg)),
-                fairness: loadFairness, categories: loadCategories, health: loadHealth }[name];
+  const run = { namespaces: loadNamespaces, live: renderLive, inspect: () => loadInspect(arg),
+                fairness: () => loadFairness(...args), categories: loadCategories, health: loadHealth }[name];
   run().catch((e) => { if (!(e instanceof Unauthorized)) console.error(e); });
 }
 
@@ -332,7 +333,10 @@ async function loadInspect(id) {
     h("dt", { text: "latency (ms)" }), h("dd", { text: `history ${fmtMs(t.history)} ∥ retrieval ${fmtMs(t.retrieval)} → assembly ${fmtMs(t.assembly)}; LLM ${fmtMs(t.llm)}; record ${fmtMs(t.record)}; total ${fmtMs(t.total)}` }),
     h("dt", { text: "answer" }), h("dd", { text: `${ev.offline ? "offline" : "LLM"}${ev.degraded.length ? " · degraded: " + ev.degraded.join(", ") : ""}` }),
     h("dt", { text: "template" }), h("dd", { text: ev.template ? `${ev.template.name} from ${ev.template.origin}: ${ev.template.path}${ev.template.error ? " — " + ev.template.error : ""}` : "–" }),
-    h("dt", { text: "fair algorithm" }), h("dd", { text: ev.algorithm }),
+    h("dt", { text: "fair algorithm" }), h("dd", {}, `${ev.algorithm} — fairness of `,
+      h("a", { id: "to-fair-board", href: `#fairness/${encodeURIComponent(ev.namespace)}/namespace`, text: "the board" }), ", ",
+      h("a", { id: "to-fair-chat", href: `#fairness/${encodeURIComponent(ev.namespace)}/chat/${encodeURIComponent(ev.source_id)}`,
+               text: "this chat" }), " now"),
     h("dt", { text: "worker" }), h("dd", { text: ev.worker })));
 
   if (ev.template && ev.template.source) {
@@ -377,15 +381,19 @@ async function loadInspect(id) {
 }
 
 // -- fairness ----------------------------------------------------------------------------------------------------
-async function loadFairness() {
+// #fairness/<namespace>/<kind>/<source>: the inspector links here for a message's board and chat.
+async function loadFairness(ns, kind, source) {
   if (!state.namespaces.length) state.namespaces = (await api("/admin/api/namespaces")).namespaces;
   const select = $("#fair-ns");
   if (!select.options.length) {
-    for (const ns of state.namespaces) select.append(h("option", { value: ns.name, text: `${ns.title} (${ns.name})` }));
+    for (const n of state.namespaces) select.append(h("option", { value: n.name, text: `${n.title} (${n.name})` }));
     const cmp = $("#fair-compare");
     for (const a of state.session.algorithms) cmp.append(h("option", { value: a, text: a }));
     cmp.value = "seed";
   }
+  if (ns && Array.from(select.options).some((o) => o.value === ns)) select.value = ns;
+  if (kind) $("#fair-kind").value = kind;
+  if (source !== undefined) $("#fair-source").value = source;
   await drawFairness();
 }
 
