@@ -375,6 +375,18 @@ def test_without_a_token_the_console_opens_on_loopback(tmp_path: Path, llm: Fake
         served.stop()
 
 
+def test_recording_can_be_turned_off(tmp_path: Path, llm: FakeLLM) -> None:
+    served = Served(tmp_path, llm, extra_env={"WXHELPER_API_TOKEN": TOKEN, "WXHELPER_CONSOLE_EVENTS": "0"})
+    try:
+        with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as c:
+            _send(c, user_id="zoe", content="试用期最长多久？")
+            body = c.get("/admin/api/events").json()
+            assert body["events"] == [] and body["stats"]["enabled"] is False and body["stats"]["backend"] == "off"
+            assert c.get("/admin/api/health").json()["events"]["recorded"] == 0
+    finally:
+        served.stop()
+
+
 def test_chroma_unreachable_shows_in_namespaces_and_health(tmp_path: Path, llm: FakeLLM) -> None:
     from servers import free_port
 

@@ -103,7 +103,10 @@ async function boot() {
   $("#session-info").textContent = `bot ${s.bot_id} · store ${s.store} · events ${s.events.backend} · ` +
     `${s.workers} worker(s) · auth ${s.auth}`;
   $("#logout").hidden = s.auth !== "token";
-  startLive();
+  if (!s.events.enabled) {
+    setLiveState("off", "warn");
+    $("#live-empty").textContent = "Recording is off on this service (WXHELPER_CONSOLE_EVENTS=0): no live messages, no prompts to inspect.";
+  } else startLive();
   route();
 }
 
@@ -254,7 +257,8 @@ function renderLive() {
     shown += 1;
   }
   $("#live-empty").hidden = shown > 0;
-  $("#live-empty").textContent = state.order.length ? "No message matches the filter." : "No message handled yet.";
+  if (state.session.events.enabled)
+    $("#live-empty").textContent = state.order.length ? "No message matches the filter." : "No message handled yet.";
   return Promise.resolve();
 }
 
