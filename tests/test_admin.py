@@ -442,30 +442,33 @@ def test_every_workers_messages_reach_the_console_over_redis(tmp_path: Path, llm
 # -- the event logs, bounded --------------------------------------------------------------------------------------------
 async def test_the_ring_buffer_keeps_the_newest() -> None:
     log = MemoryEventLog(3)
-    ids = [await log.add({"n": i}) for i in range(5)]
-    assert await log.size() == 3 and [e["n"] for e in await log.recent(10)] == [4, 3, 2]
+    ids = [await log.add({"message_id": f"m{i}", "prompt": [], "n": i}) for i in range(5)]
+    assert await log.size() == 3 and [e["message_id"] for e in await log.recent(10)] == ["m4", "m3", "m2"]
     assert await log.get(ids[0]) is None and (await log.get(ids[4]))["n"] == 4
-    assert [e["n"] for e in await log.after(ids[2], 0.01)] == [3, 4]
+    assert [e["message_id"] for e in await log.after(ids[2], 0.01)] == ["m3", "m4"]
     # A cursor from a former process (the page outlived a restart) starts over rather than waiting forever.
-    assert [e["n"] for e in await log.after("1-999", 0.01)] == [2, 3, 4]
+    assert [e["message_id"] for e in await log.after("1-999", 0.01)] == ["m2", "m3", "m4"]
 
 
 async def test_the_redis_stream_is_capped(redis_url: str) -> None:
     from redis.asyncio import Redis
 
     client = Redis.from_url(redis_url)
-    key = f"test-console-{uuid.uuid4().hex}"
+    key = f"test-{{console}}:{uuid.uuid4().hex}"
     try:
         log = RedisEventLog(client, key, maxlen=50)
-        ids = [await log.add({"n": i, "text": "x" * 100}) for i in range(600)]
+        ids = [await log.add({"message_id": f"m{i}", "content": "x" * 100, "n": i}) for i in range(600)]
         size = await log.size()
         assert 50 <= size <= 150  # MAXLEN ~ trims whole nodes (100 entries): approximately, never unbounded
-        assert [e["n"] for e in await log.recent(2)] == [599, 598]
+        assert 50 <= await client.xlen(key + ":bodies") <= 150  # the whole events too
+        listed = (await log.recent(1))[0]
+        assert "n" not in listed and listed["inspectable"] is False  # the list carries summaries, not bodies
+        assert [e["message_id"] for e in await log.recent(2)] == ["m599", "m598"]
         assert (await log.get(ids[-1]))["n"] == 599 and await log.get(ids[0]) is None
         assert await log.get("not-an-id") is None
-        assert [e["n"] for e in await log.after(ids[-3], 0.01)] == [598, 599]
+        assert [e["message_id"] for e in await log.after(ids[-3], 0.01)] == ["m598", "m599"]
     finally:
-        await client.delete(key)
+        await client.delete(key, key + ":bodies")
         await client.aclose()
 
 
@@ -474,18 +477,19 @@ async def test_the_event_stream_works_on_redis_cluster_and_sentinel(which: str, 
     from wxhelper.storage.redis import RedisStore
 
     store = RedisStore(request.getfixturevalue(f"redis_{which}_url"))
-    key = f"{store.prefix}console:events:{uuid.uuid4().hex}"
+    key = f"{store.prefix}{{console}}:events:{uuid.uuid4().hex}"
     try:
         log = RedisEventLog(store.client, key, maxlen=20)
         start = await log.last_id()
-        ids = [await log.add({"n": i}) for i in range(30)]
-        assert [e["n"] for e in await log.recent(3)] == [29, 28, 27] and await log.size() <= 120
+        ids = [await log.add({"message_id": f"m{i}", "prompt": [], "n": i}) for i in range(30)]
+        assert [e["message_id"] for e in await log.recent(3)] == ["m29", "m28", "m27"] and await log.size() <= 120
         assert (await log.get(ids[-1]))["n"] == 29
-        assert [e["n"] for e in await log.after(ids[-2], 0.01)] == [29]
+        assert [e["message_id"] for e in await log.after(ids[-2], 0.01)] == ["m29"]
         assert len(await log.after(start, 0.01)) >= 20
         assert await log.after(ids[-1], 0.2) == []  # blocks up to the wait, then nothing
     finally:
         await store.client.delete(key)
+        await store.client.delete(key + ":bodies")
         await store.close()
 
 

@@ -124,13 +124,14 @@ def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional[
 
 
 def summary(event: dict[str, Any]) -> dict[str, Any]:
-    """What the live list shows (no prompt): small enough to stream for every message."""
+    """What the live list shows (no prompt, about 1 KB): small enough to list and stream for every message."""
     keys = ("id", "time", "worker", "bot_id", "message_id", "user_id", "group_id", "source_id", "channel",
             "namespace", "recorded", "offline", "answered", "degraded", "command", "timings")
     out = {k: event.get(k) for k in keys}
     out["content"] = (event.get("content") or "")[:PREVIEW_CHARS]
     out["reply"] = (event.get("reply") or "")[:PREVIEW_CHARS]
     out["inspectable"] = "prompt" in event
+    out["template_error"] = (event.get("template") or {}).get("error")
     return out
 
 
@@ -162,7 +163,11 @@ def _may_hold_number(text: str) -> bool:
 
 # -- where events are kept ---------------------------------------------------------------------------
 class EventLog:
-    """A bounded, ordered log of events; ids are strings that sort in the order events were added."""
+    """A bounded, ordered log of events; ids are strings that sort in the order events were added.
+
+    Listing and following give each event's :func:`summary` (about 1 KB); :meth:`get` gives the
+    whole event (tens of KB: the prompt), so an open console costs little per message.
+    """
 
     backend = "none"
 
@@ -170,17 +175,18 @@ class EventLog:
         raise NotImplementedError
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` events, newest first."""
+        """The summaries of the newest ``limit`` events, newest first."""
         raise NotImplementedError
 
     async def get(self, event_id: str) -> Optional[dict[str, Any]]:
+        """One whole event."""
         raise NotImplementedError
 
     async def last_id(self) -> str:
         raise NotImplementedError
 
     async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
-        """Events added after ``event_id``, oldest first; waits up to ``wait`` seconds for one."""
+        """Summaries of the events added after ``event_id``, oldest first; waits up to ``wait`` seconds for one."""
         raise NotImplementedError
 
     async def size(self) -> int:
@@ -220,7 +226,7 @@ class MemoryEventLog(EventLog):
         return int(seq) if boot == self._boot and seq.isdigit() else 0
 
     async def recent(self, limit: int) -> list[dict[str, Any]]:
-        return list(reversed(list(self._events)[-limit:])) if limit > 0 else []
+        return [summary(e) for e in reversed(list(self._events)[-limit:])] if limit > 0 else []
 
     async def get(self, event_id: str) -> Optional[dict[str, Any]]:
         for event in self._events:
@@ -236,32 +242,47 @@ class MemoryEventLog(EventLog):
         if self._seq <= seq:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
-        return [e for e in self._events if self._seq_of(e["id"]) > seq]
+        return [summary(e) for e in self._events if self._seq_of(e["id"]) > seq]
 
     async def size(self) -> int:
         return len(self._events)
 
 
+# Both streams in one hash slot (Redis Cluster); added together, atomically, with one id.
+_ADD = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id, 's', ARGV[3])
+return id
+"""
+
+
 class RedisEventLog(EventLog):
-    """A capped Redis stream every worker adds to and reads from (``XADD key MAXLEN ~ maxlen``)."""
+    """Two capped Redis streams every worker adds to and reads from (``XADD … MAXLEN ~ maxlen``).
+
+    ``<key>:bodies`` holds the whole events, ``<key>`` their summaries under the same ids: the
+    live list and its stream read only the summaries, the inspector one body.
+    """
 
     backend = "redis-stream"
 
     def __init__(self, client: Any, key: str, maxlen: int, block_ms: int = 1000) -> None:
         self.client = client
         self.key = key
+        self.bodies = f"{key}:bodies"
         self.maxlen = maxlen
         self.block_ms = block_ms
+        self._add = client.register_script(_ADD)
 
     async def add(self, event: dict[str, Any]) -> str:
-        data = json.dumps(event, ensure_ascii=False, default=str)
-        event_id = await self.client.xadd(self.key, {"e": data}, maxlen=self.maxlen, approximate=True)
+        body = json.dumps(event, ensure_ascii=False, default=str)
+        brief = json.dumps(summary(event), ensure_ascii=False, default=str)
+        event_id = await self._add(keys=[self.bodies, self.key], args=[max(1, self.maxlen), body, brief])
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
     @staticmethod
-    def _decode(entry: Any) -> dict[str, Any]:
+    def _decode(entry: Any, field: str) -> dict[str, Any]:
         event_id, fields = entry
-        raw = fields.get(b"e") or fields.get("e") or b"{}"
+        raw = fields.get(field.encode()) or fields.get(field) or b"{}"
         event = json.loads(raw)
         event["id"] = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
         return event
@@ -269,13 +290,13 @@ class RedisEventLog(EventLog):
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         if limit <= 0:
             return []
-        return [self._decode(e) for e in await self.client.xrevrange(self.key, count=limit)]
+        return [self._decode(e, "s") for e in await self.client.xrevrange(self.key, count=limit)]
 
     async def get(self, event_id: str) -> Optional[dict[str, Any]]:
         if not _stream_id(event_id):
             return None
-        entries = await self.client.xrange(self.key, min=event_id, max=event_id, count=1)
-        return self._decode(entries[0]) if entries else None
+        entries = await self.client.xrange(self.bodies, min=event_id, max=event_id, count=1)
+        return self._decode(entries[0], "e") if entries else None
 
     async def last_id(self) -> str:
         entries = await self.client.xrevrange(self.key, count=1)
@@ -289,7 +310,7 @@ class RedisEventLog(EventLog):
         answer = await self.client.xread({self.key: cursor}, count=100, block=max(1, int(wait * 1000)))
         out: list[dict[str, Any]] = []
         for _key, entries in answer or []:
-            out.extend(self._decode(e) for e in entries)
+            out.extend(self._decode(e, "s") for e in entries)
         return out
 
     async def size(self) -> int:
@@ -308,7 +329,7 @@ def event_log_for(host: "Host") -> EventLog:
     maxlen = host.settings.console_events
     remote = getattr(host.store, "remote", host.store)
     if isinstance(remote, RedisStore):
-        return RedisEventLog(remote.client, f"{remote.prefix}console:events", maxlen)
+        return RedisEventLog(remote.client, f"{remote.prefix}{{console}}:events", maxlen)
     return MemoryEventLog(maxlen)
 
 

@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..commands import CategoryError, create_category, remove_category
-from ..events import EventRecorder, mask, per_user, summary, worker_name
+from ..events import EventRecorder, mask, per_user, worker_name
 from ..fairness import ALGORITHMS, apply_weights, select
 from ..host import Host
 from ..messages import MAX_ID_CHARS, _check_id
@@ -144,7 +144,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
                 continue
             entry = problems.setdefault(event["namespace"], {"messages": 0, "last": event.get("time"), "errors": []})
             entry["messages"] += 1
-            error = (event.get("template") or {}).get("error")
+            error = event.get("template_error")
             for text in ([error] if error else []) + [f"answered degraded: {d}" for d in labels]:
                 if text not in entry["errors"] and len(entry["errors"]) < 5:
                     entry["errors"].append(text)
@@ -234,7 +234,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
     @router.get("/events")
     async def events(limit: int = Query(50, ge=1, le=1000)) -> Any:
         found = await recorder.log.recent(limit)
-        return {"events": [mask(summary(e)) for e in found], "stats": recorder.stats()}
+        return {"events": [mask(e) for e in found], "stats": recorder.stats()}
 
     @router.get("/events/stream")
     async def stream(request: Request, after: Optional[str] = Query(None, max_length=40)) -> Any:
@@ -253,7 +253,7 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
                     continue
                 for event in batch:
                     cursor = event["id"]
-                    yield _sse("message", mask(summary(event)))
+                    yield _sse("message", mask(event))
                 if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     last_beat = time.monotonic()
                     yield b": keep-alive\n\n"
