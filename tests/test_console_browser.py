@@ -289,3 +289,32 @@ def test_sign_out_forgets_the_token(page: Page, server: Served) -> None:
     assert page.evaluate("sessionStorage.getItem('wxhelper.console.token')") is None
     page.reload()
     expect(page.locator("#view-login")).to_be_visible()
+
+
+def test_every_workers_messages_appear_live(browser: Browser, tmp_path: Path, llm: FakeLLM, redis_url: str) -> None:
+    """Two workers over Redis: the page's live stream (served by one of them) shows every message."""
+    store = f"{redis_url}?prefix=browser2-{uuid.uuid4().hex[:6]}:"
+    served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_API_TOKEN": TOKEN, "WXHELPER_STORE": store})
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    try:
+        pg = context.new_page()
+        pg.goto(served.base + "/admin#live")
+        pg.fill("#token", TOKEN)
+        pg.click("#login-form button[type=submit]")
+        expect(pg.locator("#session-info")).to_contain_text("2 worker(s)")
+        expect(pg.locator("#live-state")).to_have_text("live")
+        sent = []
+        for i in range(10):  # fresh connections: the kernel spreads them over both workers
+            with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as fresh:
+                mid = f"w2-{i}-{uuid.uuid4().hex[:6]}"
+                _send(fresh, user_id=f"u{i}", group_id="两个进程", namespace="qzzp", content="试用期多久？", message_id=mid)
+                sent.append(mid)
+        for mid in sent:
+            expect(pg.locator(f'#live-table tr[data-message-id="{mid}"]')).to_be_visible()
+        workers = set(pg.locator("#live-table tbody tr td:last-child").all_inner_texts())
+        print("workers that handled the messages:", sorted(workers))
+        pg.goto(served.base + "/admin#namespaces")
+        expect(pg.locator('#ns-table tr[data-ns="qzzp"] button')).to_be_disabled()  # embedded Chroma, 2 workers
+    finally:
+        context.close()
+        served.stop()
