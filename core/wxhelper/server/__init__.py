@@ -3,7 +3,8 @@
 * :mod:`.app` — the FastAPI application (``create_app``) and its routes;
 * :mod:`.guard` — bearer-token auth and the request-body limit, as one ASGI middleware;
 * :mod:`.metrics` — the Prometheus metrics;
-* :mod:`.command` — the ``wxhelper serve`` command (uvicorn, workers, bind checks).
+* :mod:`.command` — the ``wxhelper serve`` command (uvicorn, workers, bind checks);
+* :mod:`.admin` — the operator console: ``/admin`` (``admin_static/``) and its JSON under ``/admin/api``.
 
 Nothing here is imported by the host itself: without the extra, ``wxhelper`` works and only
 ``wxhelper serve`` says what to install.
