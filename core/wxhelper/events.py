@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 20000
 """Longest text kept in an event (a prompt message, the reply); longer ones are cut with a note."""
 PREVIEW_CHARS = 240
-"""Characters of each history record shown in the inspector's sections (the whole text is in the prompt)."""
+"""Characters of the message and the reply in an event's summary (the live list)."""
 QUEUE_SIZE = 1000
 """Messages waiting to become events; beyond it they are dropped (and counted), never awaited."""
 SECTIONS = ("chat", "namespace", "friend_circle")
@@ -56,18 +56,17 @@ def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text[:limit] + f"\n[… {len(text) - limit} more characters not kept by the console]"
 
 
-def _record_row(record: Record) -> dict[str, Any]:
-    return {"user_id": record.user_id, "source_id": record.source_id, "message_id": record.message_id,
-            "timestamp": record.timestamp, "chars": len(record.content), "preview": record.content[:PREVIEW_CHARS]}
+def per_user(records: list[Record]) -> list[dict[str, Any]]:
+    """Records and characters per user in one history section, largest share first.
 
-
-def per_user(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records and characters per user in one section, largest share first."""
+    Only the counts are kept: the records' text is in the prompt already (the board and friend
+    circle inside the system prompt, the chat as turns), and copying it again doubled an event.
+    """
     users: dict[str, dict[str, Any]] = {}
-    for row in records:
-        entry = users.setdefault(row["user_id"], {"user_id": row["user_id"], "records": 0, "chars": 0})
+    for record in records:
+        entry = users.setdefault(record.user_id, {"user_id": record.user_id, "records": 0, "chars": 0})
         entry["records"] += 1
-        entry["chars"] += int(row["chars"])
+        entry["chars"] += len(record.content)
     return sorted(users.values(), key=lambda u: (-u["chars"], -u["records"], u["user_id"]))
 
 
@@ -113,12 +112,12 @@ def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional[
     event["template"] = template_origin(host, turn)
     event["prompt"] = [{"role": m.get("role", ""), "content": _cut(m.get("content", ""))} for m in reply.prompt]
     event["retrieved"] = [{"source": p.source, "heading": p.heading, "score": round(p.score, 4),
-                           "text": _cut(p.text)} for p in reply.retrieved]
+                           "text": p.text[:PREVIEW_CHARS], "chars": len(p.text)} for p in reply.retrieved]
     sections = {}
     for kind, records in zip(SECTIONS, (turn.chat, turn.board, turn.circle)):
         max_records, max_chars = settings.history_budget(kind)
-        rows = [_record_row(r) for r in records]
-        sections[kind] = {"max_records": max_records, "max_chars": max_chars, "records": rows}
+        sections[kind] = {"max_records": max_records, "max_chars": max_chars, "records": len(records),
+                          "chars": sum(len(r.content) for r in records), "users": per_user(records)}
     event["sections"] = sections
     return event
 

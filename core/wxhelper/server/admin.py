@@ -29,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..commands import CategoryError, create_category, remove_category
-from ..events import EventRecorder, mask, per_user, worker_name
+from ..events import EventRecorder, mask, worker_name
 from ..fairness import ALGORITHMS, apply_weights, select
 from ..host import Host
 from ..messages import MAX_ID_CHARS, _check_id
@@ -267,9 +267,6 @@ def install(app: FastAPI, host: Host, token: Optional[str]) -> EventRecorder:
         if found is None:
             return JSONResponse({"detail": f"no console event {event_id!r} (the console keeps the last "
                                            f"{settings.console_events} messages)"}, status_code=404)
-        for section in (found.get("sections") or {}).values():
-            section["users"] = per_user(section["records"])
-            section["chars"] = sum(r["chars"] for r in section["records"])
         if found.get("template"):
             found["template"]["source"] = await asyncio.to_thread(template_source, found)
         return mask(found)

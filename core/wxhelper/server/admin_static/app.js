@@ -362,7 +362,7 @@ async function loadInspect(id) {
   const pbody = h("tbody");
   for (const p of ev.retrieved || []) {
     pbody.append(h("tr", {}, h("td", { text: p.source }), h("td", { text: p.heading }), h("td", { text: p.score }),
-                   h("td", { class: "msg", title: p.text, text: p.text.slice(0, 200) })));
+                   h("td", { class: "msg", title: p.text, text: p.text.length < p.chars ? p.text + "…" : p.text })));
   }
   if (!(ev.retrieved || []).length) pbody.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "none" })));
   passages.append(pbody); out.append(passages);
@@ -372,7 +372,7 @@ async function loadInspect(id) {
   for (const [kind, sec] of Object.entries(ev.sections || {})) {
     const box = h("div", { class: "section", "data-section": kind },
       h("strong", { text: names[kind] || kind }),
-      h("span", { class: "muted", text: ` — ${sec.records.length} of ${sec.max_records} records, ${sec.chars} of ${sec.max_chars} characters` }));
+      h("span", { class: "muted", text: ` — ${sec.records} of ${sec.max_records} records, ${sec.chars} of ${sec.max_chars} characters` }));
     const users = h("table", { class: "section-users" }, h("thead", {}, h("tr", {},
       h("th", { text: "user" }), h("th", { text: "records" }), h("th", { text: "characters" }))));
     const ubody = h("tbody");
