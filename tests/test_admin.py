@@ -218,6 +218,20 @@ def test_inspector_sections_count_records_and_characters_per_user(client: httpx.
     assert len(turns) == 4 and "u1：去日本旅游要签证吗？" in turns  # the sections are what the prompt holds
 
 
+def test_commands_and_friend_circle_posts_are_listed_but_have_no_prompt(client: httpx.Client) -> None:
+    post = f"fc-{uuid.uuid4().hex}"
+    _send(client, user_id="fiona", namespace="lvyou", channel="friend_circle", message_id=post,
+          content=f"周末去千岛湖，拼车，电话{PHONE}")
+    command = f"cmd-{uuid.uuid4().hex}"
+    _send(client, user_id="fiona", content="/分类", message_id=command)
+    listed = _event_of(client, post)
+    assert listed["recorded"] == ["friend_circle"] and listed["answered"] is False and listed["inspectable"] is False
+    assert MASKED in listed["content"]
+    assert "prompt" not in client.get(f"/admin/api/events/{listed['id']}").json()
+    listed = _event_of(client, command)
+    assert listed["command"] == "分类" and listed["recorded"] == [] and listed["inspectable"] is False
+
+
 def test_the_live_stream_delivers_new_messages(server: Served, client: httpx.Client) -> None:
     mid = f"live-{uuid.uuid4().hex}"
     got: list[dict] = []

@@ -106,9 +106,11 @@ def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional[
         "degraded": list(reply.degraded), "command": reply.command, "truncated": reply.truncated,
         "timings": dict(reply.timings), "algorithm": settings.fair_algorithm,
     }
-    if turn is None:
+    if turn is None:  # a command: never sent to the LLM
         return event
     event["plugin"] = turn.ns.plugin or ""
+    if not reply.prompt:  # a friend-circle post: recorded, not answered, no prompt to inspect
+        return event
     event["template"] = template_origin(host, turn)
     event["prompt"] = [{"role": m.get("role", ""), "content": _cut(m.get("content", ""))} for m in reply.prompt]
     event["retrieved"] = [{"source": p.source, "heading": p.heading, "score": round(p.score, 4),

@@ -215,7 +215,8 @@ function latencyCell(t) {
 }
 
 function liveRow(ev, fresh) {
-  const row = h("tr", { class: "clickable" + (fresh ? " fresh" : ""), "data-id": ev.id, "data-message-id": ev.message_id },
+  const row = h("tr", { class: (ev.inspectable ? "clickable" : "") + (fresh ? " fresh" : ""), "data-id": ev.id,
+                        "data-message-id": ev.message_id, title: ev.inspectable ? "see its prompt" : "no prompt: not sent to the LLM" },
     h("td", { text: fmtTime(ev.time) }),
     h("td", { text: ev.group_id ? `群 ${ev.source_id}` : `私聊 ${ev.source_id}` }),
     h("td", { text: ev.user_id }),
@@ -225,7 +226,7 @@ function liveRow(ev, fresh) {
       ev.offline && ev.answered ? pill("offline", "warn") : null, ...ev.degraded.map((d) => pill(d, "bad"))),
     latencyCell(ev.timings),
     h("td", { class: "muted", text: ev.worker }));
-  row.addEventListener("click", () => { location.hash = "#inspect/" + encodeURIComponent(ev.id); });
+  if (ev.inspectable) row.addEventListener("click", () => { location.hash = "#inspect/" + encodeURIComponent(ev.id); });
   return row;
 }
 
