@@ -473,6 +473,8 @@ class Host:
         turn.timings["assembly"] = _ms(started)
 
     async def _retrieve(self, ns: Namespace, content: str, degraded: list[str]) -> list[Passage]:
+        if self.settings.knowledge_top_k <= 0 or self.settings.knowledge_chars <= 0 or not content.strip():
+            return []  # nothing to search for: spare the hop to a worker thread
         try:
             return await self.knowledge.search(ns, content, self.settings.knowledge_top_k,
                                                self.settings.knowledge_chars)
