@@ -508,6 +508,23 @@ async def test_the_event_stream_works_on_redis_cluster_and_sentinel(which: str, 
         await store.close()
 
 
+async def test_an_observer_that_raises_never_fails_a_message(data_dir: Path) -> None:
+    from wxhelper import Host, Settings
+
+    seen: list[tuple[str, bool]] = []
+
+    def broken(msg, reply, turn) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("observer bug")
+
+    async with Host(Settings(data_dir=str(data_dir), embedding="hashed")) as host:
+        host.add_observer(broken)
+        host.add_observer(lambda msg, reply, turn: seen.append((reply.namespace, turn is None)))
+        reply = await host.handle({"user_id": "olive", "group_id": "g", "content": "去日本旅游要签证吗"})
+        command = await host.handle({"user_id": "olive", "group_id": "g", "content": "/分类"})
+    assert reply.answered and command.command == "分类"
+    assert seen == [(reply.namespace, False), (command.namespace, True)]  # the next observer still ran
+
+
 def test_mask_and_per_user() -> None:
     assert mask({"a": [f"电话{PHONE}", "订单号 20240512123456789"], "n": 3}) == \
         {"a": [f"电话{MASKED}", "订单号 20240512123456789"], "n": 3}
