@@ -525,6 +525,24 @@ async def test_an_observer_that_raises_never_fails_a_message(data_dir: Path) -> 
     assert seen == [(reply.namespace, False), (command.namespace, True)]  # the next observer still ran
 
 
+async def test_a_failed_message_is_listed_with_its_error(data_dir: Path) -> None:
+    from wxhelper import Host, InboundMessage, Settings
+    from wxhelper.events import EventRecorder
+    from wxhelper.storage import StoreError
+
+    async with Host(Settings(data_dir=str(data_dir), embedding="hashed")) as host:
+        recorder = EventRecorder(host)  # what the app does; the app calls failed() when the host raises
+        msg = InboundMessage(user_id="pat", group_id="g", content=f"电话{PHONE}")
+        recorder.failed(msg, StoreError("history store unavailable"))
+        await host.handle({"user_id": "pat", "group_id": "g", "content": "你好"})
+        await recorder.flush()
+        listed = await recorder.log.recent(10)
+    assert [e["failed"] for e in listed] == [None, "StoreError: history store unavailable"]
+    failed = mask(listed[1])
+    assert failed["message_id"] == msg.message_id and failed["answered"] is False and failed["inspectable"] is False
+    assert MASKED in failed["content"] and recorder.stats()["recorded"] == 2
+
+
 def test_mask_and_per_user() -> None:
     assert mask({"a": [f"电话{PHONE}", "订单号 20240512123456789"], "n": 3}) == \
         {"a": [f"电话{MASKED}", "订单号 20240512123456789"], "n": 3}

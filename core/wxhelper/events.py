@@ -124,6 +124,15 @@ def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional[
     return event
 
 
+def failure_event(host: "Host", msg: InboundMessage, error: BaseException) -> dict[str, Any]:
+    """A message the host failed on (the bot got a 5xx): what came in and the error."""
+    return {"time": time.time(), "worker": worker_name(), "bot_id": msg.bot_id or host.settings.bot_id,
+            "message_id": msg.message_id, "user_id": msg.user_id, "group_id": msg.group_id,
+            "source_id": msg.source_id, "channel": msg.channel, "namespace": msg.namespace or "",
+            "content": _cut(msg.content), "reply": "", "recorded": [], "offline": False, "answered": False,
+            "degraded": [], "command": None, "timings": {}, "failed": f"{type(error).__name__}: {error}"[:2000]}
+
+
 def summary(event: dict[str, Any]) -> dict[str, Any]:
     """What the live list shows (no prompt, about 1 KB): small enough to list and stream for every message."""
     keys = ("id", "time", "worker", "bot_id", "message_id", "user_id", "group_id", "source_id", "channel",
@@ -133,6 +142,7 @@ def summary(event: dict[str, Any]) -> dict[str, Any]:
     out["reply"] = (event.get("reply") or "")[:PREVIEW_CHARS]
     out["inspectable"] = "prompt" in event
     out["template_error"] = (event.get("template") or {}).get("error")
+    out["failed"] = event.get("failed")
     return out
 
 
@@ -344,7 +354,7 @@ class EventRecorder:
         self._queue: Optional[asyncio.Queue] = None
         self._task: Optional[asyncio.Task] = None
         self.dropped = 0
-        self.failed = 0
+        self.lost = 0  # events that could not be added (the log's store failed)
         self.recorded = 0
         if self.enabled:
             host.add_observer(self)
@@ -355,13 +365,21 @@ class EventRecorder:
             self._log = event_log_for(self.host) if self.enabled else MemoryEventLog(0)
         return self._log
 
+    def failed(self, msg: InboundMessage, error: BaseException) -> None:
+        """A message the host raised on: listed too, so the live view shows failures, not only answers."""
+        if self.enabled:
+            self._enqueue((msg, None, error))
+
     def __call__(self, msg: InboundMessage, reply: Reply, turn: Optional["_Turn"]) -> None:
+        self._enqueue((msg, reply, turn))
+
+    def _enqueue(self, item: tuple[Any, Any, Any]) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue(QUEUE_SIZE)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
         try:
-            self._queue.put_nowait((msg, reply, turn))
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -370,10 +388,12 @@ class EventRecorder:
         while True:
             msg, reply, turn = await self._queue.get()
             try:
-                await self.log.add(build_event(self.host, msg, reply, turn))
+                event = (failure_event(self.host, msg, turn) if reply is None
+                         else build_event(self.host, msg, reply, turn))
+                await self.log.add(event)
                 self.recorded += 1
             except Exception as exc:  # the console is best effort: an event lost is never a message lost
-                self.failed += 1
+                self.lost += 1
                 log.warning("console event for message %s not recorded: %s: %s", msg.message_id,
                             type(exc).__name__, exc)
             finally:
@@ -395,5 +415,5 @@ class EventRecorder:
     def stats(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "backend": self.log.backend if self.enabled else "off",
                 "max_events": self.host.settings.console_events, "recorded": self.recorded,
-                "dropped": self.dropped, "failed": self.failed,
+                "dropped": self.dropped, "failed": self.lost,
                 "queued": self._queue.qsize() if self._queue is not None else 0}

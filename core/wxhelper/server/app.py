@@ -196,8 +196,9 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
             reply = await host.handle(message)
         except UnknownNamespace as exc:
             raise _validation_error(("body", "namespace"), str(exc), message.namespace) from None
-        except Exception:
+        except Exception as exc:
             metrics.failed()
+            console.failed(message, exc)
             raise
         metrics.observe(reply)
         return Response(reply.model_dump_json(), media_type="application/json")
@@ -208,8 +209,9 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
             first = await pieces.__anext__()
         except UnknownNamespace as exc:
             raise _validation_error(("body", "namespace"), str(exc), message.namespace) from None
-        except Exception:
+        except Exception as exc:
             metrics.failed()
+            console.failed(message, exc)
             raise
         # The rest is pulled by a task of its own: a client that hangs up mid-stream does not cancel
         # the host half-way, so the message is still answered, recorded and completed in the inbox
@@ -224,6 +226,7 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
                         queue.put_nowait(item)
             except Exception as exc:
                 metrics.failed()
+                console.failed(message, exc)
                 log.exception("streaming a reply failed")
                 queue.put_nowait(exc)
             finally:

@@ -223,7 +223,8 @@ function liveRow(ev, fresh) {
     h("td", { text: ev.namespace }),
     h("td", { class: "msg", title: ev.content, text: ev.command ? `/${ev.command}` : ev.content }),
     h("td", {}, ...(ev.recorded.length ? ev.recorded.map((k) => pill(k)) : [h("span", { class: "muted", text: "nothing" })]),
-      ev.offline && ev.answered ? pill("offline", "warn") : null, ...ev.degraded.map((d) => pill(d, "bad"))),
+      ev.offline && ev.answered ? pill("offline", "warn") : null, ...ev.degraded.map((d) => pill(d, "bad")),
+      ev.failed ? h("div", { class: "error", text: `failed: ${ev.failed}` }) : null),
     latencyCell(ev.timings),
     h("td", { class: "muted", text: ev.worker }));
   if (ev.inspectable) row.addEventListener("click", () => { location.hash = "#inspect/" + encodeURIComponent(ev.id); });
@@ -233,7 +234,7 @@ function liveRow(ev, fresh) {
 function liveMatches(ev) {
   const ns = $("#live-ns").value, text = $("#live-filter").value.trim().toLowerCase();
   if (ns && ev.namespace !== ns) return false;
-  if ($("#live-problems").checked && !(ev.degraded.length || (ev.offline && ev.answered))) return false;
+  if ($("#live-problems").checked && !(ev.failed || ev.degraded.length || (ev.offline && ev.answered))) return false;
   if (!text) return true;
   return [ev.source_id, ev.user_id, ev.content, ev.reply, ev.worker].some((v) => (v || "").toLowerCase().includes(text));
 }
