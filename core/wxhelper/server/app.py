@@ -182,6 +182,18 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     # -- messages ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _failures_of(message: InboundMessage) -> Any:
+        """An unknown namespace is the caller's 422; any other failure is counted and shown in the console."""
+        try:
+            yield
+        except UnknownNamespace as exc:
+            raise _validation_error(("body", "namespace"), str(exc), message.namespace) from None
+        except Exception as exc:
+            metrics.failed()
+            console.failed(message, exc)
+            raise
+
     @app.post("/v1/messages", tags=["messages"], summary="Send a message; get the reply (or stream it)",
               responses={200: {"model": Reply, "description": "The Reply; with stream=true, Server-Sent Events",
                                "content": {"text/event-stream": {"schema": SSE_EVENT}}},
@@ -192,27 +204,15 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
                                                 "({\"text\"}) as the LLM writes, then one `reply` event")) -> Response:
         if stream:
             return await _stream(message)
-        try:
+        with _failures_of(message):
             reply = await host.handle(message)
-        except UnknownNamespace as exc:
-            raise _validation_error(("body", "namespace"), str(exc), message.namespace) from None
-        except Exception as exc:
-            metrics.failed()
-            console.failed(message, exc)
-            raise
         metrics.observe(reply)
         return Response(reply.model_dump_json(), media_type="application/json")
 
     async def _stream(message: InboundMessage) -> Response:
         pieces = host.stream(message).__aiter__()
-        try:  # the first piece comes after routing and assembly: their errors still get a status code
+        with _failures_of(message):  # the first piece comes after routing and assembly: their errors still get a status code
             first = await pieces.__anext__()
-        except UnknownNamespace as exc:
-            raise _validation_error(("body", "namespace"), str(exc), message.namespace) from None
-        except Exception as exc:
-            metrics.failed()
-            console.failed(message, exc)
-            raise
         # The rest is pulled by a task of its own: a client that hangs up mid-stream does not cancel
         # the host half-way, so the message is still answered, recorded and completed in the inbox
         # (a retry with the same message_id then gets the whole reply).
