@@ -66,3 +66,24 @@ def redis_sentinel_url() -> Iterator[str]:
         yield sentinel.url
     finally:
         sentinel.stop()
+
+
+# -- a real `wxhelper serve` (tests/test_server.py, test_admin.py, test_console_browser.py) -------------
+# Each of those modules defines its own module-scoped ``server`` (the env it needs); these two are shared.
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLM]:
+    """One stand-in LLM per module, streaming in small chunks so SSE tests see several pieces."""
+    with FakeLLM(chunk_size=4) as fake:
+        yield fake
+
+
+@pytest.fixture()
+def client(server):  # type: ignore[no-untyped-def]
+    """An httpx client with the test token against the module's ``server``."""
+    import httpx
+
+    from test_server import AUTH
+
+    with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as c:
+        yield c

@@ -39,24 +39,12 @@ ADMIN_ROUTES = [("GET", "/admin/api/session"), ("GET", "/admin/api/namespaces"),
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(chunk_size=4) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM) -> Iterator[Served]:
     served = Served(tmp_path_factory.mktemp("admin"), llm, extra_env={"WXHELPER_API_TOKEN": TOKEN})
     try:
         yield served
     finally:
         served.stop()
-
-
-@pytest.fixture()
-def client(server: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as c:
-        yield c
 
 
 def _event_of(client: httpx.Client, message_id: str, timeout: float = 10.0) -> dict:

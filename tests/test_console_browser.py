@@ -32,12 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(chunk_size=4) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM, redis_url: str) -> Iterator[Served]:
     store = f"{redis_url}?prefix=browser-{uuid.uuid4().hex[:6]}:"  # a namespace of its own in the shared Redis
     served = Served(tmp_path_factory.mktemp("console"), llm,

@@ -82,12 +82,6 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[FakeLLM]:
-    with FakeLLM(chunk_size=4) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM) -> Iterator[Served]:
     served = Served(tmp_path_factory.mktemp("serve"), llm,
                     extra_env={"WXHELPER_API_TOKEN": TOKEN, "WXHELPER_MAX_BODY": str(MAX_BODY)})
@@ -95,12 +89,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, llm: FakeLLM) -> Iterator[S
         yield served
     finally:
         served.stop()
-
-
-@pytest.fixture()
-def client(server: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base, headers=AUTH, timeout=30) as c:
-        yield c
 
 
 def _send(client: httpx.Client, **fields) -> dict:
