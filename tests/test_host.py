@@ -138,12 +138,13 @@ async def test_records_older_than_clear_cycle_never_reach_a_prompt_and_are_purge
 
 async def test_template_syntax_in_user_text_reaches_the_llm_literally(data_dir, fake_llm):
     async with host_for(data_dir, [], llm=fake_llm) as host:
-        await host.handle(InboundMessage(user_id="u", group_id="g", content="{{ 7*7 }} {% if true %}x{% endif %} 13812345678"))
+        await host.handle(InboundMessage(user_id="u", group_id="g", content="{{ 7*7 }} {{ 'PWN' ~ 'ED' }} {% if true %}x{% endif %} 13812345678"))
         reply = await host.handle(InboundMessage(user_id="v", group_id="g", content="{{ 7*7 }}"))
     sent = fake_llm.chat_requests()[-1]["messages"]
     text = "\n".join(m["content"] for m in sent)
-    assert "{{ 7*7 }} {% if true %}x{% endif %}" in text
-    assert "49" not in text
+    assert "{{ 7*7 }} {{ 'PWN' ~ 'ED' }} {% if true %}x{% endif %}" in text
+    # "PWNED" only exists if the text was evaluated; "49" could be the clock's minutes.
+    assert "PWNED" not in text
     assert reply.text == "LLM-ANSWER: v：{{ 7*7 }}"
 
 

@@ -190,10 +190,11 @@ def test_template_renders_with_everything_empty(ns, env_options):
 
 
 def test_template_treats_user_text_as_data(ns, env_options):
-    post = "招聘 {{ 7*7 }} {% raw %}x{% endraw %} 电话13812345678"
+    post = "招聘 {{ 7*7 }} {{ 'PWN' ~ 'ED' }} {% raw %}x{% endraw %} 电话13812345678"
     text = _render(ns, env_options, board=[_record("u-evil", post, 60)])
-    assert "{{ 7*7 }}" in text
+    assert "{{ 7*7 }} {{ 'PWN' ~ 'ED' }}" in text
     assert "招聘 49" not in text
+    assert "PWNED" not in text
 
 
 def test_template_renders_through_the_host_renderer(ns):
