@@ -144,3 +144,22 @@ def test_wxhelper_index_says_clearly_when_the_server_is_unreachable(data_dir):
     assert out.returncode != 0
     assert "cannot be reached" in out.stderr and "CHROMA_URL" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_question_lines_work_against_a_real_chroma_server(chroma_server, tmp_path):
+    """Server mode: the blended vectors and the questions (one metadata string) live in the server;
+    a question that only the answer's question line matches finds it, and the text stays the passage's."""
+    from test_corpus_questions import SECTIONS, make_ns
+
+    ns = make_ns(tmp_path, {"car.md": SECTIONS["car.md"].format(
+        q="<!-- 问法: 车被大水淹过咋认出来 | 怎么认出泡过水的车 -->")}, name="server-questions")
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, chroma_url=chroma_server.url, embedding="use", vector_cache="off"))
+    assert kb.index(ns).added == 4
+    assert not (tmp_path / "chroma").exists()
+    found = kb.search_sync(ns, "被大水淹过的车咋认出来", 2, 10000)
+    assert found[0].heading == "用车常识 › 泡水车鉴别"
+    assert found[0].text == "检查座椅滑轨和安全带根部有没有锈迹、泥沙。"
+    stored = KnowledgeBase(Settings(data_dir=tmp_path, chroma_url=chroma_server.url)).client() \
+        .get_collection(collection_name("server-questions")).get(include=["metadatas"])
+    questions = [m.get("questions") for m in stored["metadatas"]]
+    assert sorted(q for q in questions if q) == ["车被大水淹过咋认出来\n怎么认出泡过水的车"]

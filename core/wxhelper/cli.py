@@ -135,7 +135,7 @@ def namespaces(as_json: bool) -> None:
                              "status": "loaded", "errors": status.errors, "keywords": list(ns.keywords),
                              "clashes": sorted(p for (n, p) in lost if n == ns.name),
                              "passages": index.get("passages"), "indexed": index.get("indexed"),
-                             "embedding": index.get("embedding")})
+                             "embedding": index.get("embedding"), "index_error": index.get("error")})
             for (name, plugin), winner in lost.items():  # a clash: first registration wins, the rest are listed
                 status = host.plugin_statuses[plugin]
                 rows.append({"name": name, "title": None, "plugin": plugin, "version": status.version,
@@ -162,6 +162,8 @@ def namespaces(as_json: bool) -> None:
             click.echo(f"! {row['plugin']}: {row['status']}: {'; '.join(row['errors'])}")
         else:
             note = f"  ({'; '.join(row['errors'])})" if row["errors"] else ""
+            if row.get("index_error"):  # Chroma unreachable, a malformed corpus file
+                note += f"  (index: {row['index_error']})"
             if row.get("clashes"):
                 note += f"  (also offered by {', '.join(row['clashes'])}: ignored, first registration wins)"
             state = "indexed" if row["indexed"] else "not indexed"
@@ -226,11 +228,12 @@ def index(namespace: Optional[str], force: bool) -> None:
                     out.append(await asyncio.to_thread(host.knowledge.index, ns, progress, force))
             return out
 
+    from .knowledge.corpus import CorpusError
     from .knowledge.index import ChromaUnavailable
 
     try:
         summaries = _run(go())
-    except ChromaUnavailable as exc:
+    except (ChromaUnavailable, CorpusError) as exc:  # a server down, a malformed corpus line: say which
         raise click.ClickException(str(exc)) from exc
     for s in summaries:
         what = "unchanged" if s.unchanged else f"{s.added} added, {s.removed} removed" + (", rebuilt" if s.rebuilt else "")

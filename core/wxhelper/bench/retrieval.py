@@ -155,7 +155,7 @@ def evaluate(embedding: str, items: list[EvalItem], data_dir: Path, hybrid: bool
         summary = kb.index(ns, force=True)
         result.index_seconds[name] = summary.seconds
         result.passages[name] = summary.total
-        result.chars[name] = sum(len(p.embed_text) for p in load_corpus(ns))
+        result.chars[name] = sum(len(p.embed_text) + sum(map(len, p.questions)) for p in load_corpus(ns))
     cpu, searches = 0.0, 0
     for item in items:
         ns = namespaces[item.namespace]

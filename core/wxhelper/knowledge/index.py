@@ -30,7 +30,7 @@ import numpy as np
 from ..messages import Passage
 from ..namespace import Namespace
 from ..settings import Settings
-from .corpus import CorpusPassage, load_corpus
+from .corpus import CorpusError, CorpusPassage, load_corpus
 from .embedding import ResolvedEmbedding, features, resolve_embedding
 from .batching import QueryBatcher
 from .rerank import LEXICAL_WEIGHT, RERANK_CANDIDATES, LexicalOverlap
@@ -43,7 +43,13 @@ RRF_K = 60
 #: normalised: the section title says what a passage answers, which a long body dilutes. On the
 #: evaluation set this lifts the default embedding's recall@3 from 0.86 to 0.94 (see docs/performance.md).
 HEADING_WEIGHT = 0.3
-PASSAGE_RECIPE = f"text+{HEADING_WEIGHT:g}*heading"
+#: A passage with question lines (see :mod:`.corpus`) gets this share of its questions' mean vector:
+#: normalise(passage + QUESTION_WEIGHT * normalise(mean(question vectors))), so a colloquial question
+#: lands near the passage it is listed under while the passage's own wording still counts. Chosen on
+#: the tuning set (0.2 and 0.3 best; 0.5-1.5 lose recall@3 on paraphrases); it beat scoring each
+#: question as a vector of its own (max-sim) on both sets. See docs/performance.md.
+QUESTION_WEIGHT = 0.3
+PASSAGE_RECIPE = f"text+{HEADING_WEIGHT:g}*heading+{QUESTION_WEIGHT:g}*questions"
 #: Passage vectors already computed in this process, by (index label, passage id): a passage id
 #: hashes its namespace, file, heading and text, so a hit is the same vector. Rebuilding a
 #: collection (``--force``, a Chroma server that lost its data, several hosts in one process, the
@@ -315,7 +321,8 @@ class KnowledgeBase:
         return f"{self.label}; {PASSAGE_RECIPE}"
 
     def passage_vectors(self, passages: list[CorpusPassage]) -> list[np.ndarray]:
-        """Each passage's vector: normalise(embed(heading + text) + HEADING_WEIGHT * embed(heading))."""
+        """Each passage's vector: normalise(embed(heading + text) + HEADING_WEIGHT * embed(heading)), blended
+        with its section's questions (``QUESTION_WEIGHT``) when it has question lines."""
         label = self.index_label
         cached = [_cache_get((label, p.id)) for p in passages]
         if self.vector_cache is not None:
@@ -342,9 +349,16 @@ class KnowledgeBase:
         unique = list(dict.fromkeys(head_texts))  # sections split in several passages share a heading
         head_vectors = dict(zip(unique, np.asarray(self.embedding(unique), dtype=np.float32)))
         heads = np.stack([head_vectors[t] for t in head_texts])
-        vectors = full + HEADING_WEIGHT * heads
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return list(vectors / np.where(norms > 0, norms, 1.0))
+        vectors = _normalised_rows(full + HEADING_WEIGHT * heads)
+        asked = [i for i, p in enumerate(passages) if p.questions]
+        if asked:
+            # the sections' questions, each embedded once (a section split in passages shares them)
+            unique_q = list(dict.fromkeys(q for i in asked for q in passages[i].questions))
+            q_vectors = dict(zip(unique_q, np.asarray(self.embedding(unique_q), dtype=np.float32)))
+            means = _normalised_rows(np.stack([np.mean([q_vectors[q] for q in passages[i].questions], axis=0)
+                                               for i in asked]))
+            vectors[asked] = _normalised_rows(vectors[asked] + QUESTION_WEIGHT * means)
+        return list(vectors)
 
     @property
     def min_score(self) -> float:
@@ -548,7 +562,7 @@ class KnowledgeBase:
                 np.zeros((0, 1), dtype=np.float32)
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             matrix = matrix / np.where(norms > 0, norms, 1.0)
-        lexical = LexicalOverlap([f"{m.get('heading', '')}\n{t}" for t, m in zip(texts, metas)])
+        lexical = LexicalOverlap([lexical_text(t, m) for t, m in zip(texts, metas)])
         return _Snapshot(collection=collection, metadata=dict(collection.metadata or {}), ids=ids, texts=texts,
                          metas=metas, matrix=matrix, lexical=lexical,
                          generation=_generation(self._store_key(collection.name)), checked=time.monotonic())
@@ -642,7 +656,7 @@ class KnowledgeBase:
             text, meta, score = candidates[pid]
             row = rows.get(pid)
             lex = coverage.get(row, 0.0) if row is not None else \
-                snap.lexical.coverage_of_text(query, f"{meta.get('heading', '')}\n{text}")
+                snap.lexical.coverage_of_text(query, lexical_text(text, meta))
             return score + LEXICAL_WEIGHT * lex
 
         return sorted(candidates, key=lambda pid: -combined(pid))
@@ -651,7 +665,7 @@ class KnowledgeBase:
                    candidates: dict[str, tuple[str, dict, float]], n: int) -> list[str]:
         """``WXHELPER_KNOWLEDGE_HYBRID``: fuse the ranking with BM25's by reciprocal rank."""
         if snap.bm25 is None:
-            snap.bm25 = Lexical(snap.ids, [f"{m.get('heading', '')}\n{t}" for t, m in zip(snap.texts, snap.metas)])
+            snap.bm25 = Lexical(snap.ids, [lexical_text(t, m) for t, m in zip(snap.texts, snap.metas)])
         lexical_rank = snap.bm25.rank(query, n)
         rows = snap.row_of
         for pid in lexical_rank:
@@ -675,8 +689,11 @@ class KnowledgeBase:
 
     def status(self, ns: Namespace) -> dict[str, Any]:
         """Corpus size and index state, for ``wxhelper namespaces``."""
-        passages = load_corpus(ns)
         display = self.resolved.display
+        try:
+            passages = load_corpus(ns)
+        except CorpusError as exc:  # a malformed corpus file: report it, don't crash the listing
+            return {"passages": 0, "indexed": False, "error": str(exc), "embedding": display}
         with self._lock:
             try:
                 from chromadb.errors import NotFoundError
@@ -695,8 +712,21 @@ class KnowledgeBase:
                 "built_with": meta.get("embedding")}
 
 
+def _normalised_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
 def _metadata(p: CorpusPassage, ns: Namespace) -> dict[str, Any]:
+    """Chroma metadata holds scalars only: a section's questions are one string, a question a line."""
     meta: dict[str, Any] = {"namespace": ns.name, "plugin": ns.plugin or "-", "source": p.source,
                             "heading": p.heading}
+    if p.questions:
+        meta["questions"] = "\n".join(p.questions)
     meta.update({f"x_{k}": v for k, v in p.metadata.items()})
     return meta
+
+
+def lexical_text(text: str, meta: dict) -> str:
+    """What the lexical re-rank (and BM25) read of a passage: heading, text and its section's questions."""
+    return f"{meta.get('heading', '')}\n{text}\n{meta.get('questions', '')}"
