@@ -65,6 +65,9 @@ BROKEN = {
                      "the corpus is empty"),
     "bad-jsonl": (plugin_source(), good_files(**{"corpus/faq.jsonl": '{"text": "ok"}\nnot json\n'}),
                   "corpus file faq.jsonl fails to parse"),
+    "bad-question-line": (plugin_source(), good_files(**{"corpus/guide.md": "# 指南\n\n## 第一节\n\n资料。\n"
+                                                                          "<!-- 问法: 咋用 | 怎么用 -->\n"}),
+                          "guide.md:6: a question line must come directly under its heading"),
     "filter-raises": (plugin_source(more=", record_filter=lambda text: 1 / 0"), good_files(),
                       "record_filter raised ZeroDivisionError"),
     "name-clash": (plugin_source(name="car_client"), good_files(),
@@ -111,6 +114,12 @@ def test_warnings_do_not_fail_the_check(tmp_path):
     assert "warning: keyword '车' is one character" in result.output
     assert "warning: keyword '车' occurs inside '二手车'" in result.output
     assert "warning: ignored corpus files" in result.output and "scan.pdf" in result.output
+    assert "warning: 1 of 1 sections have no question line" in result.output and "guide.md › 指南 › 第一节" \
+        in result.output
+    asked = good_files(**{"corpus/guide.md": "# 指南\n\n## 第一节\n<!-- 问法: 咋自检 | 自检怎么弄 -->\n检查器自检的资料。\n"})
+    with temporary_plugin(tmp_path / "q", "wxhelper-chk-asked", plugin_source(), files=asked) as dist:
+        result = run_check(dist)
+    assert result.exit_code == 0 and "question line" not in result.output, result.output
 
 
 def test_a_distribution_that_is_not_installed_is_a_problem():

@@ -265,10 +265,16 @@ def _check_corpus(ns: Namespace, report: NamespaceReport) -> None:
         report.problems.append(f"the corpus is empty: no {'/'.join(CORPUS_SUFFIXES)} files in {root}")
         return
     report.corpus_files = len(files)
+    sections: dict[str, bool] = {}  # "file › heading" -> has a question line (markdown and JSON lines)
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
-            count = sum(1 for _ in _split_file(path, MAX_PASSAGE_CHARS))
+            pieces = list(_split_file(path, MAX_PASSAGE_CHARS))
+            count = len(pieces)
+            if path.suffix.lower() != ".txt":
+                for heading, _text, _meta, questions in pieces:
+                    key = f"{rel} › {heading}" if heading else rel
+                    sections[key] = sections.get(key, False) or bool(questions)
         except UnicodeDecodeError as exc:
             report.problems.append(f"corpus file {rel} is not UTF-8: {exc}")
             continue
@@ -280,6 +286,11 @@ def _check_corpus(ns: Namespace, report: NamespaceReport) -> None:
         report.passages += count
     if report.corpus_files and not report.passages and not report.problems:
         report.problems.append("the corpus is empty: its files yield no passages")
+    bare = [key for key, asked in sections.items() if not asked]
+    if bare:
+        report.warnings.append(f"{len(bare)} of {len(sections)} sections have no question line "
+                               f"('<!-- 问法: q1 | q2 | q3 -->' under the heading, see docs/plugins.md), "
+                               f"so only their own words find them: {', '.join(bare[:3])}{' …' if len(bare) > 3 else ''}")
 
 
 def _check_filter(ns: Namespace, report: NamespaceReport) -> None:
