@@ -188,15 +188,15 @@ def test_a_passage_vector_blends_in_the_mean_of_its_questions(tmp_path):
 # --- retrieval -------------------------------------------------------------------------------------------
 SECTIONS = {
     "car.md": "# 用车常识\n\n## 泡水车鉴别\n{q}\n检查座椅滑轨和安全带根部有没有锈迹、泥沙。\n\n"
-              "## 暴雨天行车\n\n大水漫过路面时不要涉水，被淹的车熄火后不要再次启动，先叫救援。\n\n"
+              "## 暴雨天行车\n\n暴雨天开车要慢，路面积水深时不要涉水，车在水里熄火后不要再次启动，先叫救援。\n\n"
               "## 车漆保养\n\n车漆要定期打蜡，洗车后擦干。\n\n## 轮胎更换\n\n轮胎花纹磨到标记线就该更换。\n"
 }
 
 
 @pytest.mark.parametrize("embedding", ["hashed", "use"])
 def test_a_question_only_match_is_retrieved(tmp_path, embedding):
-    """The question shares more words with a sibling section (暴雨天行车: 大水, 被淹的车) than with the section
-    that answers it; only the answer's question line says that this is how people ask for it."""
+    """The question shares no two-character word with any section's text, and without question lines a
+    sibling section (暴雨天行车) is the nearest; the answer's question line makes the difference."""
     query = "被大水淹过的车咋认出来"
     plain = make_ns(tmp_path, {"car.md": SECTIONS["car.md"].format(q="")}, name="plain")
     asked = make_ns(tmp_path, {"car.md": SECTIONS["car.md"].format(q="<!-- 问法: 车被大水淹过咋认出来 | 怎么认出泡过水的车 -->")},

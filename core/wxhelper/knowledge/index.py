@@ -46,9 +46,15 @@ HEADING_WEIGHT = 0.3
 #: A passage with question lines (see :mod:`.corpus`) gets this share of its questions' mean vector:
 #: normalise(passage + QUESTION_WEIGHT * normalise(mean(question vectors))), so a colloquial question
 #: lands near the passage it is listed under while the passage's own wording still counts. Chosen on
-#: the tuning set (0.2 and 0.3 best; 0.5-1.5 lose recall@3 on paraphrases); it beat scoring each
-#: question as a vector of its own (max-sim) on both sets. See docs/performance.md.
+#: the tuning set (0.2 and 0.3 best for recall@3 and paraphrases); scoring each question as a vector
+#: of its own (max-sim) did worse on the tuning set. See docs/performance.md.
 QUESTION_WEIGHT = 0.3
+#: Whether the lexical re-rank (and BM25) also read a passage's questions. Off: on the tuning set it
+#: lifted recall@1 (0.79 -> 0.85) but on the held-out set it lowered recall@1 (0.83 -> 0.79) and
+#: paraphrase recall@3 (0.89 -> 0.83), so it does not help on both sets. Question lines are written in
+#: users' colloquial words (咋办, 多少钱, 能不能), which many sections' questions share: as words they
+#: point at many sections, while their meaning (the vectors) points at one.
+RERANK_READS_QUESTIONS = False
 PASSAGE_RECIPE = f"text+{HEADING_WEIGHT:g}*heading+{QUESTION_WEIGHT:g}*questions"
 #: Passage vectors already computed in this process, by (index label, passage id): a passage id
 #: hashes its namespace, file, heading and text, so a hit is the same vector. Rebuilding a
@@ -728,5 +734,8 @@ def _metadata(p: CorpusPassage, ns: Namespace) -> dict[str, Any]:
 
 
 def lexical_text(text: str, meta: dict) -> str:
-    """What the lexical re-rank (and BM25) read of a passage: heading, text and its section's questions."""
-    return f"{meta.get('heading', '')}\n{text}\n{meta.get('questions', '')}"
+    """What the lexical re-rank (and BM25) read of a passage: heading and text (and, with
+    ``RERANK_READS_QUESTIONS``, its section's questions)."""
+    if RERANK_READS_QUESTIONS:
+        return f"{meta.get('heading', '')}\n{text}\n{meta.get('questions', '')}"
+    return f"{meta.get('heading', '')}\n{text}"
