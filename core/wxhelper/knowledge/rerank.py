@@ -13,6 +13,9 @@ word alone beat a semantic match: the cosine still dominates. On the tuning set 
 default embedding's recall@1 from 0.69 to 0.78 and, on the held-out set written before any
 tuning, from 0.63 to 0.73 (recall@3 0.73 to 0.88); see docs/performance.md.
 
+A passage's question lines (see :mod:`.corpus`) are in its vector but not in what this re-rank
+reads: as words they did not help on both evaluation sets (``index.RERANK_READS_QUESTIONS``).
+
 Terms that occur in no passage carry no information about which passage answers, so they count
 neither way. A question with no CJK bigram (an English question against Chinese passages) gets
 no lexical signal at all: its Latin words would only match stray English in the corpus
