@@ -22,6 +22,8 @@ EP_NAME = "car_client"
 # --------------------------------------------------------------------------- fixtures
 
 
+QUESTION_LINE = re.compile(r"^<!-- 问法[:：] .+ -->$", re.MULTILINE)  # how users ask; not document text
+
 def _car_entry_point():
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == EP_NAME]
     assert len(matches) == 1, f"expected one {EP_NAME!r} entry point, found {matches}"
@@ -252,7 +254,8 @@ def test_corpus_documents_are_well_formed(ns):
         assert first.startswith("# ") and first[2:].strip(), path.name
         sections = re.findall(r"^## \S", text, flags=re.MULTILINE)
         assert 2 <= len(sections) <= 5, (path.name, len(sections))
-        assert 300 <= len(text) <= 1200, (path.name, len(text))
+        body = QUESTION_LINE.sub("", text)
+        assert 300 <= len(body) <= 1200, (path.name, len(body))
 
 
 def test_corpus_titles_are_unique(ns):
@@ -353,3 +356,15 @@ def test_record_filter_accepts_ads_with_phone(ns, text):
 )
 def test_record_filter_rejects_posts_without_phone(ns, text):
     assert ns.record_filter(text) is False
+
+
+def test_every_passage_carries_how_users_ask_it(ns):
+    """The 问法 lines are read by the host, kept out of the passage text, and cover every section."""
+    from wxhelper.knowledge.corpus import load_corpus
+
+    passages = load_corpus(ns)
+    assert len(passages) >= 100
+    for p in passages:
+        assert "<!--" not in p.text and "问法" not in p.text, (p.source, p.heading)
+        assert len(p.questions) == 4, (p.source, p.heading, p.questions)
+        assert any(q.isascii() for q in p.questions), (p.source, p.heading)  # one English question

@@ -24,6 +24,8 @@ EP_NAME = "lvyou"
 # --------------------------------------------------------------------------- helpers
 
 
+QUESTION_LINE = re.compile(r"^<!-- 问法[:：] .+ -->$", re.MULTILINE)  # how users ask; not document text
+
 def _entry_point() -> importlib.metadata.EntryPoint:
     matches = [ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name == EP_NAME]
     assert len(matches) == 1, f"expected one {GROUP!r} entry point named {EP_NAME!r}, found {matches}"
@@ -255,7 +257,8 @@ def test_corpus_documents_are_well_formed(namespace):
         assert first.startswith("# ") and first[2:].strip(), f"{path.name}: first line must be a '# ' title"
         sections = [line for line in text.splitlines() if line.startswith("## ")]
         assert 2 <= len(sections) <= 5, f"{path.name}: {len(sections)} '## ' sections"
-        assert 300 <= len(text) <= 1200, f"{path.name}: {len(text)} characters"
+        body = QUESTION_LINE.sub("", text)
+        assert 300 <= len(body) <= 1200, f"{path.name}: {len(body)} characters (question lines not counted)"
         titles.add(first)
     assert len(titles) == len(_corpus_files(namespace)), "corpus titles must be unique"
 
@@ -387,3 +390,15 @@ def test_record_filter_accepts_ads_with_a_phone_number(namespace, text):
 )
 def test_record_filter_rejects_ads_without_a_phone_number(namespace, text):
     assert not namespace.record_filter(text)
+
+
+def test_every_passage_carries_how_users_ask_it(namespace):
+    """The 问法 lines are read by the host, kept out of the passage text, and cover every section."""
+    from wxhelper.knowledge.corpus import load_corpus
+
+    passages = load_corpus(namespace)
+    assert len(passages) >= 100
+    for p in passages:
+        assert "<!--" not in p.text and "问法" not in p.text, (p.source, p.heading)
+        assert len(p.questions) == 4, (p.source, p.heading, p.questions)
+        assert any(q.isascii() for q in p.questions), (p.source, p.heading)  # one English question
