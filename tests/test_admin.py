@@ -470,6 +470,13 @@ async def test_the_redis_stream_is_capped(redis_url: str) -> None:
         assert (await log.get(ids[-1]))["n"] == 599 and await log.get(ids[0]) is None
         assert await log.get("not-an-id") is None
         assert [e["message_id"] for e in await log.after(ids[-3], 0.01)] == ["m598", "m599"]
+        # several at once (the recorder's batch of a loop turn): one round trip, in order, each id usable
+        many = await log.add_many([{"message_id": f"b{i}", "prompt": [{"role": "user", "content": "问"}], "n": i}
+                                   for i in range(3)])
+        assert many == sorted(many) and many[0] > ids[-1]
+        assert [e["message_id"] for e in await log.recent(3)] == ["b2", "b1", "b0"]
+        assert [(await log.get(i))["n"] for i in many] == [0, 1, 2] and (await log.get(many[1]))["prompt"][0]["content"] == "问"
+        assert [e["message_id"] for e in await log.after(ids[-1], 0.01)] == ["b0", "b1", "b2"]
     finally:
         await client.delete(key, key + ":bodies")
         await client.aclose()
@@ -490,10 +497,45 @@ async def test_the_event_stream_works_on_redis_cluster_and_sentinel(which: str, 
         assert [e["message_id"] for e in await log.after(ids[-2], 0.01)] == ["m29"]
         assert len(await log.after(start, 0.01)) >= 20
         assert await log.after(ids[-1], 0.2) == []  # blocks up to the wait, then nothing
+        many = await log.add_many([{"message_id": f"b{i}", "prompt": [], "n": i} for i in range(3)])
+        assert [(await log.get(i))["n"] for i in many] == [0, 1, 2]
+        assert [e["message_id"] for e in await log.after(ids[-1], 0.01)] == ["b0", "b1", "b2"]
     finally:
         await store.client.delete(key)
         await store.client.delete(key + ":bodies")
         await store.close()
+
+
+async def test_the_recorder_adds_the_events_of_a_loop_turn_in_one_call(data_dir: Path) -> None:
+    """Messages handled while the recorder was busy become events added together (one round trip
+    over Redis); each keeps its own content, in order."""
+    import asyncio
+
+    from wxhelper import Host, Settings
+    from wxhelper.events import EventRecorder
+
+    calls: list[int] = []
+
+    class Counting(MemoryEventLog):
+        async def add_many(self, events):  # type: ignore[no-untyped-def]
+            calls.append(len(events))
+            return await super().add_many(events)
+
+    async with Host(Settings(data_dir=str(data_dir), embedding="hashed", console_events=0)) as host:
+        handled: list[tuple] = []
+        host.add_observer(lambda *args: handled.append(args))
+        replies = [await host.handle({"user_id": f"u{i}", "group_id": f"g{i}", "content": f"第{i}条：去日本旅游要签证吗"})
+                   for i in range(5)]
+        host.settings.console_events = 100
+        recorder = EventRecorder(host)
+        recorder._log = Counting(100)
+        for args in handled:  # five messages observed within one turn of the loop
+            recorder(*args)
+        await recorder.flush()
+        listed = await recorder.log.recent(10)
+    assert calls == [5] and recorder.recorded == 5 and recorder.lost == 0
+    assert [e["content"] for e in listed] == [f"第{i}条：去日本旅游要签证吗" for i in reversed(range(5))]
+    assert {e["message_id"] for e in listed} == {r.message_id for r in replies}
 
 
 async def test_an_observer_that_raises_never_fails_a_message(data_dir: Path) -> None:

@@ -29,6 +29,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
 
+import orjson
+
 from .messages import InboundMessage, Record, Reply
 from .phone import mask_phone_numbers
 
@@ -43,11 +45,26 @@ PREVIEW_CHARS = 240
 """Characters of the message and the reply in an event's summary (the live list)."""
 QUEUE_SIZE = 1000
 """Messages waiting to become events; beyond it they are dropped (and counted), never awaited."""
+BATCH = 64
+"""Events added to the log in one round trip at most (those queued when the recorder wakes up)."""
+TEMPLATE_CHECK_SECONDS = 2.0
+"""How long which ``system.j2`` a namespace renders is remembered (the renderer re-reads a template as often)."""
 SECTIONS = ("chat", "namespace", "friend_circle")
+
+_worker: tuple[int, str] = (0, "")
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    global _worker
+    pid = os.getpid()
+    if _worker[0] != pid:  # once per process (a forked worker asks again)
+        _worker = (pid, f"{socket.gethostname()}:{pid}")
+    return _worker[1]
+
+
+def dumps(value: Any) -> bytes:
+    """An event as JSON (UTF-8, not ASCII-escaped); anything JSON has no type for becomes its ``str``."""
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _cut(text: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -74,24 +91,40 @@ def template_origin(host: "Host", turn: "_Turn") -> dict[str, Any]:
     """Which ``system.j2`` rendered the prompt: the operator's override, the plugin's, or the host's."""
     from .prompt import DEFAULT_TEMPLATES, SYSTEM_TEMPLATE
 
-    ns = turn.ns
+    if turn.template_error is not None:
+        return {"name": SYSTEM_TEMPLATE, "origin": "host (fallback)", "path": str(DEFAULT_TEMPLATES / SYSTEM_TEMPLATE),
+                "error": turn.template_error}
+    origin, path = _template_file(host, turn.ns)
+    return {"name": SYSTEM_TEMPLATE, "origin": origin, "path": path, "error": None}
+
+
+_template_files: dict[tuple[int, str], tuple[float, str, str]] = {}
+
+
+def _template_file(host: "Host", ns: Any) -> tuple[str, str]:
+    """(origin, path) of the namespace's ``system.j2``; looked up on disk at most every TEMPLATE_CHECK_SECONDS."""
+    from .prompt import DEFAULT_TEMPLATES, SYSTEM_TEMPLATE
+
     renderer = host.renderer
+    key = (id(renderer), ns.name)
+    now = time.monotonic()
+    cached = _template_files.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1], cached[2]
     path: Optional[Path] = None
     origin = "host"
-    if turn.template_error is None:
-        for candidate in renderer.search_path(ns):
-            if (candidate / SYSTEM_TEMPLATE).is_file():
-                path = candidate / SYSTEM_TEMPLATE
-                break
-        if path is not None and renderer.override_dir is not None and path.parent == renderer.override_dir / ns.name:
-            origin = "operator"
-        elif path is not None and path.parent != DEFAULT_TEMPLATES:
-            origin = "plugin"
-    else:
-        path = DEFAULT_TEMPLATES / SYSTEM_TEMPLATE
-        origin = "host (fallback)"
-    return {"name": SYSTEM_TEMPLATE, "origin": origin, "path": str(path) if path else "",
-            "error": turn.template_error}
+    for candidate in renderer.search_path(ns):
+        if (candidate / SYSTEM_TEMPLATE).is_file():
+            path = candidate / SYSTEM_TEMPLATE
+            break
+    if path is not None and renderer.override_dir is not None and path.parent == renderer.override_dir / ns.name:
+        origin = "operator"
+    elif path is not None and path.parent != DEFAULT_TEMPLATES:
+        origin = "plugin"
+    if len(_template_files) > 1000:
+        _template_files.clear()
+    _template_files[key] = (now + TEMPLATE_CHECK_SECONDS, origin, str(path) if path else "")
+    return origin, str(path) if path else ""
 
 
 def build_event(host: "Host", msg: InboundMessage, reply: Reply, turn: Optional["_Turn"]) -> dict[str, Any]:
@@ -185,6 +218,10 @@ class EventLog:
     async def add(self, event: dict[str, Any]) -> str:
         raise NotImplementedError
 
+    async def add_many(self, events: list[dict[str, Any]]) -> list[str]:
+        """Add several events in order (one round trip where the log is remote)."""
+        return [await self.add(event) for event in events]
+
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         """The summaries of the newest ``limit`` events, newest first."""
         raise NotImplementedError
@@ -259,11 +296,16 @@ class MemoryEventLog(EventLog):
         return len(self._events)
 
 
-# Both streams in one hash slot (Redis Cluster); added together, atomically, with one id.
+# Both streams in one hash slot (Redis Cluster); each event added to both together, atomically, with
+# one id; ARGV: maxlen, then body and summary of each event (several events: one round trip).
 _ADD = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id, 's', ARGV[3])
-return id
+local ids = {}
+for i = 2, #ARGV - 1, 2 do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id, 's', ARGV[i + 1])
+  ids[#ids + 1] = id
+end
+return ids
 """
 
 
@@ -285,10 +327,14 @@ class RedisEventLog(EventLog):
         self._add = client.register_script(_ADD)
 
     async def add(self, event: dict[str, Any]) -> str:
-        body = json.dumps(event, ensure_ascii=False, default=str)
-        brief = json.dumps(summary(event), ensure_ascii=False, default=str)
-        event_id = await self._add(keys=[self.bodies, self.key], args=[max(1, self.maxlen), body, brief])
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        return (await self.add_many([event]))[0]
+
+    async def add_many(self, events: list[dict[str, Any]]) -> list[str]:
+        args: list[Any] = [max(1, self.maxlen)]
+        for event in events:
+            args += (dumps(event), dumps(summary(event)))
+        ids = await self._add(keys=[self.bodies, self.key], args=args)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     @staticmethod
     def _decode(entry: Any, field: str) -> dict[str, Any]:
@@ -384,20 +430,35 @@ class EventRecorder:
             self.dropped += 1
 
     async def _drain(self) -> None:
+        """Turn what is queued into events: all that waits (up to BATCH) goes to the log in one call."""
         assert self._queue is not None
+        queue = self._queue
         while True:
-            msg, reply, turn = await self._queue.get()
+            items = [await queue.get()]
+            while len(items) < BATCH and not queue.empty():
+                items.append(queue.get_nowait())
+            events: list[dict[str, Any]] = []
+            for msg, reply, turn in items:
+                try:
+                    events.append(failure_event(self.host, msg, turn) if reply is None
+                                  else build_event(self.host, msg, reply, turn))
+                except Exception as exc:  # the console is best effort: an event lost is never a message lost
+                    self._lose(str(msg.message_id), exc)
             try:
-                event = (failure_event(self.host, msg, turn) if reply is None
-                         else build_event(self.host, msg, reply, turn))
-                await self.log.add(event)
-                self.recorded += 1
-            except Exception as exc:  # the console is best effort: an event lost is never a message lost
-                self.lost += 1
-                log.warning("console event for message %s not recorded: %s: %s", msg.message_id,
-                            type(exc).__name__, exc)
+                if events:
+                    await self.log.add_many(events)
+                    self.recorded += len(events)
+            except Exception as exc:
+                self.lost += len(events) - 1
+                self._lose(", ".join(str(e.get("message_id")) for e in events[:5])
+                           + (" …" if len(events) > 5 else ""), exc)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    queue.task_done()
+
+    def _lose(self, message_ids: str, exc: BaseException) -> None:
+        self.lost += 1
+        log.warning("console event for message %s not recorded: %s: %s", message_ids, type(exc).__name__, exc)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued message is in the log (tests, shutdown)."""
