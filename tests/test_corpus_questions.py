@@ -241,3 +241,15 @@ def test_every_section_of_the_shipped_example_corpora_has_a_question_line(corpus
     assert passages
     missing = sorted({f"{p.source} › {p.heading}" for p in passages if not p.questions})
     assert not missing, missing
+
+
+@pytest.mark.parametrize("name", ["car_client", "qzzp", "lvyou"])
+def test_every_section_of_the_shipped_plugins_corpora_has_a_question_line(name):
+    """The plugins' corpora as installed (entry points): each section says how users ask about it."""
+    from wxhelper.testing import load_namespace
+
+    passages = load_corpus(load_namespace(name, ["wxhelper-car-client", "wxhelper-qzzp", "wxhelper-lvyou"]))
+    assert len(passages) >= 100
+    missing = sorted({f"{p.source} › {p.heading}" for p in passages if not p.questions})
+    assert not missing, missing
+    assert all(3 <= len(p.questions) <= 12 for p in passages)
