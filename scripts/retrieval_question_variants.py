@@ -1,11 +1,19 @@
-"""Reproduce docs/performance.md's "What was tried" table for question lines (session 3).
+"""Reproduce docs/performance.md's "What was tried" table for question lines, and choose the weight.
 
 A numpy prototype of the default retrieval (FastUSE vectors, heading-weighted passage vectors, the
 lexical re-rank of the vector top 30) with the ways of using a section's question lines that were
-compared. It reads the installed plugins' corpora and the two evaluation sets:
+compared. It reads the installed plugins' corpora and the evaluation sets:
 
     python scripts/retrieval_question_variants.py              # the tuning set
     python scripts/retrieval_question_variants.py --heldout    # the held-out set (look once)
+    python scripts/retrieval_question_variants.py --sweep      # QUESTION_WEIGHT over sets 1 + 2, the rule's pick
+    python scripts/retrieval_question_variants.py --validate   # the pick and the current weight on heldout2
+
+``--sweep`` reads the tuning and the first held-out set only, and applies the selection rule written
+in docs/performance.md ("Choosing the question weight") to name a candidate weight. ``--validate``
+does the same, then runs the second held-out set (``retrieval_heldout2.jsonl``) once for the
+candidate and for the current weight, side by side, and prints what the rule decides. Nothing is
+ever chosen on the second held-out set; it only confirms or rejects the candidate.
 
 The adopted variant is what ``KnowledgeBase`` does (its figures equal ``wxhelper bench retrieval``'s).
 """
@@ -18,16 +26,23 @@ from typing import Optional
 
 import numpy as np
 
-from wxhelper.bench.retrieval import is_relevant, load_eval
+from wxhelper.bench.retrieval import EvalItem, is_relevant, load_eval
 from wxhelper.knowledge import load_corpus
 from wxhelper.knowledge.embedding import resolve_embedding
-from wxhelper.knowledge.index import HEADING_WEIGHT, RERANK_CANDIDATES
+from wxhelper.knowledge.index import HEADING_WEIGHT, QUESTION_WEIGHT, RERANK_CANDIDATES
 from wxhelper.knowledge.rerank import LEXICAL_WEIGHT, LexicalOverlap
 from wxhelper.plugins import load_plugins
 from wxhelper.settings import Settings
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 PLUGINS = "wxhelper-car-client,wxhelper-qzzp,wxhelper-lvyou"
+TUNING, HELDOUT, HELDOUT2 = "retrieval_eval", "retrieval_heldout", "retrieval_heldout2"
+#: The weights the sweep compares (written down with the rule before the second held-out set was read).
+SWEEP_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0)
+#: The issue's targets the rule keeps: a weight may not lose one that the current weight meets on a set.
+TARGET_R3, TARGET_PARA_R3 = 0.95, 0.9
+
+Ranks = dict[str, Optional[int]]
 
 
 def normalised(m: np.ndarray) -> np.ndarray:
@@ -36,8 +51,8 @@ def normalised(m: np.ndarray) -> np.ndarray:
 
 
 class Prototype:
-    def __init__(self, heldout: bool) -> None:
-        self.items = load_eval(DATA / ("retrieval_heldout.jsonl" if heldout else "retrieval_eval.jsonl"))
+    def __init__(self, sets: tuple[str, ...] = (TUNING,)) -> None:
+        self.items: list[EvalItem] = [item for name in sets for item in load_eval(DATA / f"{name}.jsonl")]
         self.embedding = resolve_embedding("use", Settings()).function
         self._cache: dict[str, np.ndarray] = {}
         namespaces = load_plugins(Settings(load_plugins=PLUGINS)).namespaces
@@ -57,14 +72,14 @@ class Prototype:
         return np.stack([self._cache[t] for t in texts])
 
     def run(self, mode: str, weight: float = 0.0, lam: float = 1.0, rerank_questions: bool = False,
-            lexical_weight: float = LEXICAL_WEIGHT) -> dict[str, Optional[int]]:
+            lexical_weight: float = LEXICAL_WEIGHT) -> Ranks:
         """Rank of the first relevant passage per question (None beyond 10).
 
         mode: ``blend`` (one vector: v + weight * mean of the question vectors), ``maxsim`` (max of
         the passage cosine and lam * the best question cosine), ``meansim`` (max of the passage
         cosine and lam * the cosine of the questions' mean vector).
         """
-        ranks: dict[str, Optional[int]] = {}
+        ranks: Ranks = {}
         for name, (passages, base, questions) in self.data.items():
             texts = [f"{p.heading}\n{p.text}" + ("\n" + "\n".join(p.questions) if rerank_questions else "")
                      for p in passages]
@@ -89,15 +104,17 @@ class Prototype:
                                        if is_relevant(passages[i].source, passages[i].heading, item.relevant)), None)
         return ranks
 
-    def summary(self, ranks: dict[str, Optional[int]]) -> str:
-        def m(kind: Optional[str]) -> tuple[float, float, float]:
-            rs = [ranks[i.id] for i in self.items if kind is None or i.kind == kind]
-            n = len(rs)
-            return (sum(r == 1 for r in rs) / n, sum(r is not None and r <= 3 for r in rs) / n,
-                    sum(1 / r for r in rs if r) / n)
-        a, p, e = m(None), m("paraphrase"), m("english")
-        return (f"R@1 {a[0]:.3f} R@3 {a[1]:.3f} MRR {a[2]:.3f} | para R@1 {p[0]:.3f} R@3 {p[1]:.3f} "
-                f"| en R@1 {e[0]:.3f} R@3 {e[1]:.3f}")
+    def metrics(self, ranks: Ranks, kind: Optional[str] = None, group: Optional[str] = None) -> dict[str, float]:
+        rs = [ranks[i.id] for i in self.items
+              if (kind is None or i.kind == kind) and (group is None or i.group == group)]
+        n = max(len(rs), 1)
+        return {"n": len(rs), "hits@1": sum(r == 1 for r in rs), "r@1": sum(r == 1 for r in rs) / n,
+                "r@3": sum(r is not None and r <= 3 for r in rs) / n, "mrr": sum(1 / r for r in rs if r) / n}
+
+    def summary(self, ranks: Ranks, group: Optional[str] = None) -> str:
+        a, p, e = (self.metrics(ranks, kind, group) for kind in (None, "paraphrase", "english"))
+        return (f"R@1 {a['r@1']:.3f} R@3 {a['r@3']:.3f} MRR {a['mrr']:.3f} | para R@1 {p['r@1']:.3f} "
+                f"R@3 {p['r@3']:.3f} | en R@1 {e['r@1']:.3f} R@3 {e['r@3']:.3f}")
 
 
 VARIANTS: list[tuple[str, dict]] = [
@@ -118,11 +135,75 @@ VARIANTS: list[tuple[str, dict]] = [
 ]
 
 
+# -- choosing QUESTION_WEIGHT: the rule of docs/performance.md, on sets 1 + 2 only ----------------------------
+def admissible(proto: Prototype, ranks: Ranks, current: Ranks, sets: tuple[str, ...]) -> bool:
+    """On each set, keep the R@3 and paraphrase R@3 targets the current weight meets, and where it
+    misses one, do no worse than it does."""
+    for group in sets:
+        for kind, target in ((None, TARGET_R3), ("paraphrase", TARGET_PARA_R3)):
+            floor = min(target, proto.metrics(current, kind, group)["r@3"])
+            if proto.metrics(ranks, kind, group)["r@3"] < floor - 1e-9:
+                return False
+    return True
+
+
+def sweep(proto: Prototype, sets: tuple[str, ...] = (TUNING, HELDOUT)) -> float:
+    """Print every weight's figures on each set and pooled; return the rule's candidate."""
+    current = proto.run("blend", weight=QUESTION_WEIGHT)
+    rows = []
+    for w in SWEEP_WEIGHTS:
+        ranks = proto.run("blend", weight=w)
+        pooled = proto.metrics(ranks)
+        ok = admissible(proto, ranks, current, sets)
+        rows.append((w, pooled["hits@1"], ok))
+        per_set = " || ".join(f"{g}: {proto.summary(ranks, g)}" for g in sets)
+        print(f"weight {w:<4g} pooled R@1 {pooled['r@1']:.3f} ({pooled['hits@1']}/{pooled['n']}) MRR "
+              f"{pooled['mrr']:.3f} {'admissible' if ok else 'excluded  '} || {per_set}")
+    # most questions answered first over the sets pooled; of equals, the weight nearest the current one
+    # (the smaller change; MRR is not a tie-break: its differences between neighbours are a few 0.001)
+    best = max((r for r in rows if r[2]), key=lambda r: (r[1], -abs(r[0] - QUESTION_WEIGHT)))
+    print(f"\ncandidate weight (rule applied on {' + '.join(sets)}): {best[0]:g} (current {QUESTION_WEIGHT:g})")
+    return best[0]
+
+
+def validate(candidate: float) -> None:
+    """Run the second held-out set once, candidate and current weight side by side; print the verdict."""
+    proto = Prototype((HELDOUT2,))
+    results = {w: proto.run("blend", weight=w) for w in dict.fromkeys((QUESTION_WEIGHT, candidate))}
+    for w, ranks in results.items():
+        print(f"{HELDOUT2}, weight {w:<4g} {proto.summary(ranks)}")
+    if candidate == QUESTION_WEIGHT:
+        print(f"\nverdict: the candidate is the current weight {QUESTION_WEIGHT:g}; nothing to adopt")
+        return
+    new, old = results[candidate], results[QUESTION_WEIGHT]
+    checks = {"R@1": (proto.metrics(new)["r@1"], proto.metrics(old)["r@1"]),
+              "R@3": (proto.metrics(new)["r@3"], proto.metrics(old)["r@3"]),
+              "paraphrase R@3": (proto.metrics(new, "paraphrase")["r@3"], proto.metrics(old, "paraphrase")["r@3"])}
+    worse = [k for k, (a, b) in checks.items() if a < b - 1e-9]
+    changed = sorted(i for i in new if new[i] != old[i])
+    print("questions whose rank changed (current -> candidate): "
+          + (", ".join(f"{i} {old[i]}->{new[i]}" for i in changed) or "none"))
+    if worse:
+        print(f"\nverdict: keep {QUESTION_WEIGHT:g} (the candidate {candidate:g} is below it on {', '.join(worse)})")
+    else:
+        print(f"\nverdict: adopt {candidate:g} (not below {QUESTION_WEIGHT:g} on R@1, R@3 or paraphrase R@3)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--heldout", action="store_true", help="the held-out set instead of the tuning set")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--heldout", action="store_true", help="the held-out set instead of the tuning set")
+    which.add_argument("--sweep", action="store_true", help="QUESTION_WEIGHT over the tuning and held-out sets")
+    which.add_argument("--validate", action="store_true",
+                       help="--sweep, then the candidate and the current weight on the second held-out set")
     args = parser.parse_args()
-    proto = Prototype(args.heldout)
+    if args.sweep or args.validate:
+        candidate = sweep(Prototype((TUNING, HELDOUT)))
+        if args.validate:
+            print()
+            validate(candidate)
+        return
+    proto = Prototype((HELDOUT,) if args.heldout else (TUNING,))
     for label, kwargs in VARIANTS:
         print(f"{label:62s} {proto.summary(proto.run(**kwargs))}")
 
