@@ -21,6 +21,7 @@ from openai import (APIConnectionError, APIStatusError, APITimeoutError, AsyncOp
                     OpenAIError, RateLimitError)
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from .llm_transport import lean_http_client
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class LLM:
                 base_url=settings.openai_base_url or None,
                 timeout=settings.llm_timeout,
                 max_retries=0,
+                http_client=lean_http_client(timeout=settings.llm_timeout),  # one send per request (llm_transport.py)
             )
 
     @property
