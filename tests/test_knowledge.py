@@ -26,6 +26,8 @@ from wxhelper.plugins import load_plugins
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "tests" / "data" / "retrieval_eval.jsonl"
 HELDOUT = ROOT / "tests" / "data" / "retrieval_heldout.jsonl"
+#: Written blind to the corpora's question lines and to the other sets; it confirmed QUESTION_WEIGHT.
+HELDOUT2 = ROOT / "tests" / "data" / "retrieval_heldout2.jsonl"
 
 DOCS = {
     "transfer.md": "# 二手车过户\n\n## 需要的材料\n\n登记证书、行驶证、双方身份证。\n\n## 费用\n\n交易服务费和号牌工本费。\n",
@@ -530,7 +532,8 @@ def test_each_plugin_corpus_has_at_least_100_passages(plugin_namespaces, name):
     assert len(load_corpus(plugin_namespaces[name])) >= 100
 
 
-@pytest.mark.parametrize("path,size", [(EVAL, 60), (HELDOUT, 40)], ids=["tuning", "held-out"])
+@pytest.mark.parametrize("path,size", [(EVAL, 60), (HELDOUT, 40), (HELDOUT2, 60)],
+                         ids=["tuning", "held-out", "held-out-2"])
 def test_the_evaluation_sets_are_well_formed_and_their_labels_exist(plugin_namespaces, path, size):
     from wxhelper.bench.retrieval import is_relevant, load_eval
 
@@ -545,50 +548,66 @@ def test_the_evaluation_sets_are_well_formed_and_their_labels_exist(plugin_names
             assert any(is_relevant(p.source, p.heading, [label]) for p in corpora[item.namespace]), (item.id, label)
 
 
-def test_the_held_out_set_shares_no_question_with_the_tuning_set():
+@pytest.mark.parametrize("a,b", [(EVAL, HELDOUT), (EVAL, HELDOUT2), (HELDOUT, HELDOUT2)],
+                         ids=["tuning-held-out", "tuning-held-out-2", "held-out-held-out-2"])
+def test_the_evaluation_sets_share_no_question(a, b):
     from wxhelper.bench.retrieval import load_eval
 
-    tuning, held = load_eval(EVAL), load_eval(HELDOUT)
-    assert not {i.query for i in tuning} & {i.query for i in held}
-    assert not {i.id for i in tuning} & {i.id for i in held}
+    first, second = load_eval(a), load_eval(b)
+    assert not {i.query for i in first} & {i.query for i in second}
+    assert not {i.id for i in first} & {i.id for i in second}
 
 
 @pytest.fixture(scope="module")
 def default_eval(tmp_path_factory, plugin_namespaces):
     from wxhelper.bench.retrieval import evaluate, load_eval
 
-    return evaluate("use", load_eval(EVAL) + load_eval(HELDOUT), tmp_path_factory.mktemp("eval"),
+    return evaluate("use", load_eval(EVAL) + load_eval(HELDOUT) + load_eval(HELDOUT2), tmp_path_factory.mktemp("eval"),
                     namespaces=plugin_namespaces)
 
 
 def test_default_embedding_retrieval_quality_does_not_regress(default_eval):
-    """Floors just under what docs/performance.md records; a drop below them is a regression."""
+    """Floors at or just under what docs/performance.md records; a drop below them is a regression."""
     assert "use-m3" in default_eval.embedding
     tuning, para = default_eval.metrics(group=EVAL.stem), default_eval.metrics("paraphrase", EVAL.stem)
     assert tuning["n"] == 81
     assert tuning["recall@3"] >= 0.95, default_eval.misses(3, EVAL.stem)
-    assert tuning["recall@1"] >= 0.77
-    assert para["recall@3"] >= 0.91
-    assert default_eval.metrics("english", EVAL.stem)["recall@3"] >= 0.85
+    assert tuning["recall@1"] >= 0.81
+    # 27 of 30 (0.933 with QUESTION_WEIGHT 0.3): the rule that chose 1.0 keeps this target, not that question
+    assert para["recall@3"] >= 0.9
+    assert default_eval.metrics("english", EVAL.stem)["recall@3"] >= 0.88
     held, held_para = default_eval.metrics(group=HELDOUT.stem), default_eval.metrics("paraphrase", HELDOUT.stem)
     assert held["n"] == 48
     assert held["recall@3"] >= 0.94, default_eval.misses(3, HELDOUT.stem)
-    assert held["recall@1"] >= 0.81
+    assert held["recall@1"] >= 0.89
     assert held_para["recall@3"] >= 0.87
-    assert default_eval.metrics("english", HELDOUT.stem)["recall@3"] >= 0.8
+    assert default_eval.metrics("english", HELDOUT.stem)["recall@3"] >= 0.83
+    held2, held2_para = default_eval.metrics(group=HELDOUT2.stem), default_eval.metrics("paraphrase", HELDOUT2.stem)
+    assert held2["n"] == 60
+    assert held2["recall@3"] >= 0.93, default_eval.misses(3, HELDOUT2.stem)
+    assert held2["recall@1"] >= 0.75
+    assert held2_para["recall@3"] >= 0.83
+    assert default_eval.metrics("english", HELDOUT2.stem)["recall@3"] >= 0.9
 
 
-@pytest.mark.xfail(reason="issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9 on the set, and on "
-                          "the held-out set too) are not met yet: recall@1 is 0.79 (tuning) and 0.83 (held-out), "
-                          "held-out paraphrase recall@3 0.89; see docs/performance.md", strict=True)
-@pytest.mark.parametrize("group", [EVAL.stem, HELDOUT.stem])
+def _short_of_targets(why: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(reason=f"issue 4's targets (R@1 >= 0.85, R@3 >= 0.95, paraphrase R@3 >= 0.9) are not "
+                                    f"met on this set yet: {why}; see docs/performance.md", strict=True)
+
+
+@pytest.mark.parametrize("group", [
+    pytest.param(EVAL.stem, marks=_short_of_targets("recall@1 0.827"), id="tuning"),
+    pytest.param(HELDOUT.stem, marks=_short_of_targets("paraphrase recall@3 0.889 (16 of 18)"), id="held-out"),
+    pytest.param(HELDOUT2.stem, marks=_short_of_targets("recall@1 0.767, paraphrase recall@3 0.875"),
+                 id="held-out-2"),
+])
 def test_default_embedding_meets_the_issue_targets(default_eval, group):
     overall, para = default_eval.metrics(group=group), default_eval.metrics("paraphrase", group)
     assert overall["recall@3"] >= 0.95 and overall["recall@1"] >= 0.85 and para["recall@3"] >= 0.9
 
 
-def test_bench_retrieval_reports_both_sets_and_characters_per_second(tmp_path, monkeypatch):
-    """`wxhelper bench retrieval` measures the tuning and the held-out set in one run (hashed: fast)."""
+def test_bench_retrieval_reports_every_set_and_characters_per_second(tmp_path, monkeypatch):
+    """`wxhelper bench retrieval` measures the tuning and both held-out sets in one run (hashed: fast)."""
     from click.testing import CliRunner
 
     from wxhelper.cli import main
@@ -600,8 +619,8 @@ def test_bench_retrieval_reports_both_sets_and_characters_per_second(tmp_path, m
                                      "XDG_CACHE_HOME": str(tmp_path)})
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("["):])
-    assert [r["set"] for r in rows] == ["retrieval_eval", "retrieval_heldout"]
-    assert [r["n"] for r in rows] == [81, 48]
+    assert [r["set"] for r in rows] == ["retrieval_eval", "retrieval_heldout", "retrieval_heldout2"]
+    assert [r["n"] for r in rows] == [81, 48, 60]
     for r in rows:
         assert 0 < r["r@1"] <= r["r@3"] <= 1 and r["chars_per_s"] > r["passages_per_s"] > 0
         assert r["query_p50_ms"] > 0 and r["query_cpu_ms"] > 0 and r["query_cpu_ms_8_concurrent"] > 0

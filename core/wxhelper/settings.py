@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     knowledge_top_k: int = Field(4, ge=0, validation_alias=_env("WXHELPER_KNOWLEDGE_TOP_K", "knowledge_top_k"))
     knowledge_min_score: Optional[float] = Field(
         None, validation_alias=_env("WXHELPER_KNOWLEDGE_MIN_SCORE", "knowledge_min_score"),
-        description="Relevance floor (cosine); unset: the embedding's own (use 0.25, hashed 0.05).",
+        description="Relevance floor (cosine); unset: the embedding's own (use 0.3, hashed 0.05).",
     )
     vector_cache: Optional[str] = Field(
         None, validation_alias=_env("WXHELPER_VECTOR_CACHE", "vector_cache"),
