@@ -8,6 +8,7 @@ compared. It reads the installed plugins' corpora and the evaluation sets:
     python scripts/retrieval_question_variants.py --heldout    # the held-out set (look once)
     python scripts/retrieval_question_variants.py --sweep      # QUESTION_WEIGHT over sets 1 + 2, the rule's pick
     python scripts/retrieval_question_variants.py --validate   # the pick and the current weight on heldout2
+    python scripts/retrieval_question_variants.py --extras     # part 2's other ideas, sets 1 + 2
 
 ``--sweep`` reads the tuning and the first held-out set only, and applies the selection rule written
 in docs/performance.md ("Choosing the question weight") to name a candidate weight. ``--validate``
@@ -60,12 +61,14 @@ class Prototype:
         self._cache: dict[str, np.ndarray] = {}
         namespaces = load_plugins(Settings(load_plugins=PLUGINS)).namespaces
         self.data = {}
+        self.raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name in sorted({item.namespace for item in self.items}):
             passages = load_corpus(namespaces[name])
             full = self.embed([p.embed_text for p in passages])
             head = self.embed([p.heading or p.text[:40] for p in passages])
             questions = [normalised(self.embed(list(p.questions))) if p.questions else None for p in passages]
             self.data[name] = (passages, normalised(full + HEADING_WEIGHT * head), questions)
+            self.raw[name] = (full, head)
         self.query = {item.id: normalised(self.embed([item.query]))[0] for item in self.items}
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -75,34 +78,50 @@ class Prototype:
         return np.stack([self._cache[t] for t in texts])
 
     def run(self, mode: str, weight: float = 0.0, lam: float = 1.0, rerank_questions: bool = False,
-            lexical_weight: float = LEXICAL_WEIGHT) -> Ranks:
+            lexical_weight: float = LEXICAL_WEIGHT, heading_weight: float = HEADING_WEIGHT, add_maxsim: float = 0.0,
+            question_feedback: tuple[float, int] = (0.0, 0), lexical_questions: float = 0.0) -> Ranks:
         """Rank of the first relevant passage per question (None beyond 10).
 
         mode: ``blend`` (one vector: v + weight * mean of the question vectors), ``maxsim`` (max of
         the passage cosine and lam * the best question cosine), ``meansim`` (max of the passage
-        cosine and lam * the cosine of the questions' mean vector).
+        cosine and lam * the cosine of the questions' mean vector). Session 3, part 2 extras:
+        ``add_maxsim`` adds that share of the best question cosine to the score; ``question_feedback``
+        (gamma, k) moves the query towards the mean of the k nearest question lines of the namespace;
+        ``lexical_questions`` adds that share of the lexical coverage of the question lines alone.
         """
         ranks: Ranks = {}
         for name, (passages, base, questions) in self.data.items():
             texts = [f"{p.heading}\n{p.text}" + ("\n" + "\n".join(p.questions) if rerank_questions else "")
                      for p in passages]
             lexical = LexicalOverlap(texts)
-            matrix = base.copy()
+            asked = LexicalOverlap(["\n".join(p.questions) for p in passages]) if lexical_questions else None
+            full, head = self.raw[name]
+            matrix = base.copy() if heading_weight == HEADING_WEIGHT else normalised(full + heading_weight * head)
             if mode == "blend":
                 for i, q in enumerate(questions):
                     if q is not None:
                         matrix[i] = normalised(matrix[i] + weight * normalised(q.mean(0)))
+            every_question = np.concatenate([q for q in questions if q is not None])
             for item in (x for x in self.items if x.namespace == name):
                 qv = self.query[item.id]
+                gamma, k = question_feedback
+                if gamma:
+                    nearest = every_question[np.argsort(-(every_question @ qv))[:k]]
+                    qv = normalised(qv + gamma * normalised(nearest.mean(0)))
                 scores = matrix @ qv
                 for i, q in enumerate(questions):
-                    if q is None or mode == "blend":
+                    if q is None or (mode == "blend" and not add_maxsim):
+                        continue
+                    if mode == "blend":
+                        scores[i] += add_maxsim * float((q @ qv).max())
                         continue
                     other = float((q @ qv).max()) if mode == "maxsim" else float(normalised(q.mean(0)) @ qv)
                     scores[i] = max(scores[i], lam * other)
                 top = list(np.argsort(-scores)[:RERANK_CANDIDATES])
                 coverage = lexical.coverage(item.query, top)
-                order = sorted(top, key=lambda i: -(scores[i] + lexical_weight * coverage.get(i, 0.0)))[:10]
+                extra = asked.coverage(item.query, top) if asked else {}
+                order = sorted(top, key=lambda i: -(scores[i] + lexical_weight * coverage.get(i, 0.0)
+                                                    + lexical_questions * extra.get(i, 0.0)))[:10]
                 ranks[item.id] = next((r for r, i in enumerate(order, 1)
                                        if is_relevant(passages[i].source, passages[i].heading, item.relevant)), None)
         return ranks
@@ -135,6 +154,21 @@ VARIANTS: list[tuple[str, dict]] = [
       for lam in (0.7, 0.8, 0.9, 1.0)],
     *[(f"mean-question vector as a second vector, lambda {lam}", dict(mode="meansim", lam=lam, rerank_questions=True))
       for lam in (0.9, 1.0)],
+]
+
+
+#: Session 3, part 2: what else might lift recall@1 with QUESTION_WEIGHT 1.0, on sets 1 + 2 (--extras).
+EXTRAS: list[tuple[str, dict]] = [
+    ("blend 1.0 (adopted)", dict(mode="blend", weight=1.0)),
+    *[(f"blend 1.0, lexical weight {lw}", dict(mode="blend", weight=1.0, lexical_weight=lw))
+      for lw in (0.0, 0.1, 0.15, 0.25, 0.3)],
+    *[(f"blend 1.0, heading weight {hw}", dict(mode="blend", weight=1.0, heading_weight=hw)) for hw in (0.0, 0.15, 0.5, 1.0)],
+    *[(f"blend 1.0 + {mu} * best question cosine", dict(mode="blend", weight=1.0, add_maxsim=mu))
+      for mu in (0.1, 0.2, 0.3, 0.5)],
+    *[(f"blend 1.0, query + {g} * its {k} nearest question lines", dict(mode="blend", weight=1.0, question_feedback=(g, k)))
+      for g in (0.2, 0.5) for k in (1, 3, 8)],
+    *[(f"blend 1.0, + {lq} * lexical coverage of the questions", dict(mode="blend", weight=1.0, lexical_questions=lq))
+      for lq in (0.03, 0.05, 0.1)],
 ]
 
 
@@ -197,6 +231,7 @@ def main() -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--heldout", action="store_true", help="the held-out set instead of the tuning set")
     which.add_argument("--sweep", action="store_true", help="QUESTION_WEIGHT over the tuning and held-out sets")
+    which.add_argument("--extras", action="store_true", help="part 2's other ideas, on the tuning and held-out sets")
     which.add_argument("--validate", action="store_true",
                        help="--sweep, then the candidate and the current weight on the second held-out set")
     args = parser.parse_args()
@@ -205,6 +240,13 @@ def main() -> None:
         if args.validate:
             print()
             validate(candidate)
+        return
+    if args.extras:
+        proto = Prototype((TUNING, HELDOUT))
+        for label, kwargs in EXTRAS:
+            ranks = proto.run(**kwargs)
+            print(f"{label:52s} pooled R@1 {proto.metrics(ranks)['hits@1']}/{len(proto.items)} || "
+                  + " || ".join(f"{g}: {proto.summary(ranks, g)}" for g in (TUNING, HELDOUT)))
         return
     proto = Prototype((HELDOUT,) if args.heldout else (TUNING,))
     for label, kwargs in VARIANTS:
