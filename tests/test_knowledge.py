@@ -359,6 +359,22 @@ async def test_loop_batcher_embeds_the_questions_of_one_loop_turn_together():
     results = await asyncio.gather(failing.embed("甲"), failing.embed("乙"), return_exceptions=True)
     assert [str(r) for r in results] == ["embedding failed", "embedding failed"]
 
+    # another event loop (another thread) using the same batcher meanwhile gets its own batches
+    import threading
+
+    other: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: other.append(asyncio.run(_embed_twice(batcher))))
+    mine = batcher.embed("这个循环的问题")
+    worker.start()
+    worker.join(10)
+    assert len(await asyncio.wait_for(mine, 5)) == 64 and len(other) == 1 and len(other[0]) == 2
+
+
+async def _embed_twice(batcher):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return await asyncio.gather(batcher.embed("另一个循环的问题一"), batcher.embed("另一个循环的问题二"))
+
 
 async def test_search_on_the_event_loop_finds_what_the_thread_finds(tmp_path, monkeypatch):
     """With a pure-CPU embedding and a current snapshot, ``search`` runs on the loop (no worker

@@ -251,6 +251,7 @@ def lean_http_client(**kwargs: Any) -> Any:
 
 
 def uses_lean_backend(client: Any) -> bool:
-    """Whether an httpx client's pool sends through :class:`LeanBackend` (for tests and ``wxhelper check``)."""
+    """Whether an httpx client's pool sends through :class:`LeanBackend` (tests check it, so that an
+    httpx upgrade that loses it fails them instead of silently costing speed)."""
     pool = getattr(getattr(client, "_transport", None), "_pool", None)
     return isinstance(getattr(pool, "_network_backend", None), LeanBackend)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -96,25 +97,24 @@ class LoopBatcher:
     def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH) -> None:
         self._embed_many = embed_many
         self.max_batch = max(1, int(max_batch))
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._pending: list[tuple[str, asyncio.Future]] = []
+        # per event loop (several in tests; a loop closed before its turn ran is forgotten with it)
+        self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[str, asyncio.Future]]]" = \
+            weakref.WeakKeyDictionary()
         #: sizes of the batches embedded so far (for tests and curiosity), bounded
         self.batch_sizes: list[int] = []
 
     def embed(self, text: str) -> "asyncio.Future[np.ndarray]":
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a batcher is used by one loop at a time (tests make several)
-            self._loop, self._pending = loop, []
         future: asyncio.Future = loop.create_future()
-        if not self._pending:
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
             loop.call_soon(self._flush, loop)
-        self._pending.append((text, future))
+        pending.append((text, future))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not loop:
-            return
-        pending, self._pending = self._pending, []
+        pending = self._pending.pop(loop, [])
         for start in range(0, len(pending), self.max_batch):
             batch = [(t, f) for t, f in pending[start:start + self.max_batch] if not f.done()]
             if batch:
