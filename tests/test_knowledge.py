@@ -275,7 +275,7 @@ def test_searches_use_the_in_memory_snapshot_and_cache_question_vectors(tmp_path
     again = kb.search_sync(ns, "交强险过户", 2, 1000)
     assert first == again and first[0].heading == "车险 › 交强险"
     assert embedded == [["交强险过户"]]  # the second search reused the question's vector
-    monkeypatch.setattr(index_module, "QUERY_CACHE_SIZE", 2)
+    monkeypatch.setattr(index_module._query_cache, "limit", 2)  # QUERY_CACHE_SIZE, as built
     for q in ("过户材料", "费用", "交强险"):
         kb.search_sync(ns, q, 1, 1000)
     assert len(index_module._query_cache) == 2

@@ -20,7 +20,7 @@ import logging
 import math
 import socket
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -33,6 +33,7 @@ from ..settings import Settings
 from .corpus import CorpusError, CorpusPassage, load_corpus
 from .embedding import ResolvedEmbedding, features, resolve_embedding
 from .batching import LoopBatcher, QueryBatcher
+from .lru import LRU
 from .rerank import LEXICAL_WEIGHT, RERANK_CANDIDATES, LexicalOverlap
 
 log = logging.getLogger(__name__)
@@ -63,36 +64,13 @@ PASSAGE_RECIPE = f"text+{HEADING_WEIGHT:g}*heading+{QUESTION_WEIGHT:g}*questions
 #: collection (``--force``, a Chroma server that lost its data, several hosts in one process, the
 #: tests) then costs no embedding. Bounded; ``clear_vector_cache()`` empties it.
 VECTOR_CACHE_BYTES = 64 * 1024 * 1024
-_vector_cache: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
-_vector_cache_bytes = 0
-_vector_cache_lock = threading.Lock()
+_vector_cache: LRU[np.ndarray] = LRU(VECTOR_CACHE_BYTES, weigh=lambda vec: vec.nbytes)
 
 
 def clear_vector_cache() -> None:
-    global _vector_cache_bytes
-    with _vector_cache_lock:
-        _vector_cache.clear()
-        _vector_cache_bytes = 0
+    _vector_cache.clear()
 
 
-def _cache_get(key: tuple[str, str]) -> Optional[np.ndarray]:
-    with _vector_cache_lock:
-        vec = _vector_cache.get(key)
-        if vec is not None:
-            _vector_cache.move_to_end(key)
-        return vec
-
-
-def _cache_put(key: tuple[str, str], vec: np.ndarray) -> None:
-    global _vector_cache_bytes
-    with _vector_cache_lock:
-        if key in _vector_cache:
-            return
-        _vector_cache[key] = vec
-        _vector_cache_bytes += vec.nbytes
-        while _vector_cache_bytes > VECTOR_CACHE_BYTES and _vector_cache:
-            _, old = _vector_cache.popitem(last=False)
-            _vector_cache_bytes -= old.nbytes
 Progress = Callable[[int, int], None]
 
 
@@ -102,8 +80,7 @@ class ChromaUnavailable(RuntimeError):
 
 #: Question vectors already computed in this process, by (embedding label, question text).
 QUERY_CACHE_SIZE = 2048
-_query_cache: "OrderedDict[tuple[str, str], np.ndarray]" = OrderedDict()
-_query_cache_lock = threading.Lock()
+_query_cache: LRU[np.ndarray] = LRU(QUERY_CACHE_SIZE)
 #: How often (seconds) a search over embedded Chroma checks that no other process rebuilt or
 #: re-indexed the collection it holds in memory (one cheap ``get_collection``). Changes made by
 #: this process are seen at once.
@@ -124,24 +101,8 @@ def _bump_generation(key: tuple[str, str]) -> None:
         _generations[key] = _generations.get(key, 0) + 1
 
 
-def _cached_query(key: tuple[str, str]) -> Optional[np.ndarray]:
-    with _query_cache_lock:
-        vec = _query_cache.get(key)
-        if vec is not None:
-            _query_cache.move_to_end(key)
-        return vec
-
-
-def _cache_query(key: tuple[str, str], vec: np.ndarray) -> None:
-    with _query_cache_lock:
-        _query_cache[key] = vec
-        while len(_query_cache) > QUERY_CACHE_SIZE:
-            _query_cache.popitem(last=False)
-
-
 def clear_query_cache() -> None:
-    with _query_cache_lock:
-        _query_cache.clear()
+    _query_cache.clear()
 
 
 @dataclass
@@ -348,7 +309,7 @@ class KnowledgeBase:
         """Each passage's vector: normalise(embed(heading + text) + HEADING_WEIGHT * embed(heading)), blended
         with its section's questions (``QUESTION_WEIGHT``) when it has question lines."""
         label = self.index_label
-        cached = [_cache_get((label, p.id)) for p in passages]
+        cached = [_vector_cache.get((label, p.id)) for p in passages]
         if self.vector_cache is not None:
             on_disk = self.vector_cache.get_many(label, [p.id for p, v in zip(passages, cached) if v is None])
             cached = [v if v is not None else on_disk.get(p.id) for p, v in zip(passages, cached)]
@@ -361,7 +322,7 @@ class KnowledgeBase:
         for p, vec in zip(passages, cached):
             if vec is None:
                 vec = next(fresh)
-            _cache_put((label, p.id), vec)
+            _vector_cache.put((label, p.id), vec)
             out.append(vec)
         return out
 
@@ -552,10 +513,10 @@ class KnowledgeBase:
     def query_vector(self, query: str) -> np.ndarray:
         """The question's vector, from a bounded per-process LRU: people ask the same things often."""
         key = (self.label, query)
-        vec = _cached_query(key)
+        vec = _query_cache.get(key)
         if vec is None:
             vec = self.batcher.embed(query)
-            _cache_query(key, vec)
+            _query_cache.put(key, vec)
         return vec
 
     # -- the in-memory snapshot each search uses ---------------------------------------
@@ -717,10 +678,10 @@ class KnowledgeBase:
                 and getattr(resolved.function, "on_loop", False):
             if self._snapshot_on_loop(ns, hybrid) is not None:
                 key = (resolved.label, query)
-                vec = _cached_query(key)
+                vec = _query_cache.get(key)
                 if vec is None:
                     vec = await self._loop_batcher_for(resolved).embed(query)
-                    _cache_query(key, vec)
+                    _query_cache.put(key, vec)
                 found = self._search_on_loop(ns, query, vec, k, max_chars, hybrid)
                 if found is not None:
                     return found
