@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # makes the TLS test's self-signed certificate
 # The operator console's browser tests drive Debian's chromium with Playwright (no browser download).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-wqy-microhei)  # a CJK font, so screenshots show the Chinese
 if [ ${#need_apt[@]} -gt 0 ]; then

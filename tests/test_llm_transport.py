@@ -4,7 +4,6 @@ as httpx's own, with a request's head and body in one send; against real servers
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -118,7 +117,6 @@ async def test_a_stream_comes_through_piece_by_piece(fake_llm: FakeLLM) -> None:
     assert len(pieces) > 1 and "".join(pieces) == "LLM-ANSWER: 你好"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
 async def test_https_verifies_the_server_certificate(tmp_path: Path) -> None:
     """TLS goes through loop.start_tls with httpx's SSL context: a certificate the client trusts
     works, and one it does not trust is refused."""
