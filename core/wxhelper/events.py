@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
@@ -206,7 +207,7 @@ def _may_hold_number(text: str) -> bool:
 
 
 # -- where events are kept ---------------------------------------------------------------------------
-class EventLog:
+class EventLog(ABC):
     """A bounded, ordered log of events; ids are strings that sort in the order events were added.
 
     Listing and following give each event's :func:`summary` (about 1 KB); :meth:`get` gives the
@@ -215,6 +216,7 @@ class EventLog:
 
     backend = "none"
 
+    @abstractmethod
     async def add(self, event: dict[str, Any]) -> str:
         raise NotImplementedError
 
@@ -222,21 +224,26 @@ class EventLog:
         """Add several events in order (one round trip where the log is remote)."""
         return [await self.add(event) for event in events]
 
+    @abstractmethod
     async def recent(self, limit: int) -> list[dict[str, Any]]:
         """The summaries of the newest ``limit`` events, newest first."""
         raise NotImplementedError
 
+    @abstractmethod
     async def get(self, event_id: str) -> Optional[dict[str, Any]]:
         """One whole event."""
         raise NotImplementedError
 
+    @abstractmethod
     async def last_id(self) -> str:
         raise NotImplementedError
 
+    @abstractmethod
     async def after(self, event_id: str, wait: float) -> list[dict[str, Any]]:
         """Summaries of the events added after ``event_id``, oldest first; waits up to ``wait`` seconds for one."""
         raise NotImplementedError
 
+    @abstractmethod
     async def size(self) -> int:
         raise NotImplementedError
 
