@@ -253,3 +253,21 @@ def test_every_section_of_the_shipped_plugins_corpora_has_a_question_line(name):
     missing = sorted({f"{p.source} › {p.heading}" for p in passages if not p.questions})
     assert not missing, missing
     assert all(3 <= len(p.questions) <= 12 for p in passages)
+
+
+def test_assert_corpus_questions_names_each_section_that_breaks_the_promise(tmp_path):
+    from wxhelper.testing import assert_corpus_questions
+
+    good = "# 过户\n\n## 材料\n<!-- 问法: 过户要带啥 | 过户带几样东西 | 卖车要准备啥 | What do I bring? -->\n身份证和登记证书。\n"
+    assert_corpus_questions(make_ns(tmp_path, {"a.md": good}, "good"), per_passage=4, min_passages=1)
+    bad = (good + "\n## 费用\n<!-- 问法: 过户多少钱 | 过户贵不贵 | 要交啥费 | How much? -->\n几百元。\n"
+           "\n## 地点\n车管所。\n\n## 时间\n<!-- 问法: 过户要多久 | 几天办完 | 当天能办好吗 | 一小时够吗 -->\n当天。\n")
+    with pytest.raises(AssertionError) as raised:
+        assert_corpus_questions(make_ns(tmp_path, {"a.md": bad}, "bad"), per_passage=4)
+    message = str(raised.value)
+    assert "a.md › 过户 › 地点: 0 questions" in message
+    assert "a.md › 过户 › 时间: no English question" in message
+    assert "费用" not in message and "材料" not in message
+    with pytest.raises(AssertionError, match="2 passages, expected >= 100"):
+        assert_corpus_questions(make_ns(tmp_path, {"a.md": good + "\n## 费用\n<!-- 问法: a1 | b1 | c1 | d -->\n几百元。\n"}, "few"),
+                                min_passages=100)

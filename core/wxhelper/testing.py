@@ -78,6 +78,30 @@ def assert_not_in_prompt(reply: Reply, *needles: str) -> None:
     assert not present, f"unexpectedly in the prompt: {present!r}\n--- prompt ---\n{text}"
 
 
+def assert_corpus_questions(namespace: Namespace, *, per_passage: int = 4, english: bool = True,
+                            min_passages: int = 1) -> None:
+    """Every passage of the corpus, read as the host reads it, has ``per_passage`` question lines
+    (at least one English when ``english``) and none of them leaked into its text.
+
+    A section without a ``<!-- 问法: … -->`` line is only a ``wxhelper check`` warning; a plugin that
+    promises lines for every section asserts it here, so a new section cannot slip in without them.
+    """
+    from .knowledge.corpus import load_corpus
+
+    passages = load_corpus(namespace)
+    assert len(passages) >= min_passages, f"{namespace.name}: {len(passages)} passages, expected >= {min_passages}"
+    problems = []
+    for p in passages:
+        where = f"{p.source} › {p.heading}"
+        if "<!--" in p.text or "问法" in p.text:
+            problems.append(f"{where}: a question line leaked into the passage text")
+        if len(p.questions) != per_passage:
+            problems.append(f"{where}: {len(p.questions)} questions, expected {per_passage}: {p.questions!r}")
+        elif english and not any(q.isascii() for q in p.questions):
+            problems.append(f"{where}: no English question")
+    assert not problems, "\n".join(problems)
+
+
 def _load(name: str, plugins: Optional[Sequence[str]]) -> tuple[Namespace, Any]:
     from .plugins import load_plugins
 

@@ -360,11 +360,6 @@ def test_record_filter_rejects_posts_without_phone(ns, text):
 
 def test_every_passage_carries_how_users_ask_it(ns):
     """The 问法 lines are read by the host, kept out of the passage text, and cover every section."""
-    from wxhelper.knowledge.corpus import load_corpus
+    from wxhelper.testing import assert_corpus_questions
 
-    passages = load_corpus(ns)
-    assert len(passages) >= 100
-    for p in passages:
-        assert "<!--" not in p.text and "问法" not in p.text, (p.source, p.heading)
-        assert len(p.questions) == 4, (p.source, p.heading, p.questions)
-        assert any(q.isascii() for q in p.questions), (p.source, p.heading)  # one English question
+    assert_corpus_questions(ns, per_passage=4, english=True, min_passages=100)
