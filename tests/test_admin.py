@@ -22,7 +22,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from test_server import AUTH, TOKEN, Served, _send  # noqa: F401  (the server fixture lives there)
+from test_server import AUTH, TOKEN, Served, _send, _send_on_fresh_connections  # noqa: F401  (the server fixture lives there)
 from wxhelper.events import MemoryEventLog, RedisEventLog, mask, per_user
 from wxhelper.fake_llm import FakeLLM
 from wxhelper.messages import Record
@@ -415,12 +415,9 @@ def test_every_workers_messages_reach_the_console_over_redis(tmp_path: Path, llm
     served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_STORE": store, "WXHELPER_API_TOKEN": TOKEN,
                                                          "WXHELPER_CONSOLE_EVENTS": "50"})
     try:
-        sent = []
-        for i in range(10):  # fresh connections: the kernel spreads them over both workers
-            with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as fresh:
-                mid = f"w-{i}-{uuid.uuid4().hex[:6]}"
-                _send(fresh, user_id=f"w{i}", group_id="two", namespace="qzzp", content="试用期多久", message_id=mid)
-                sent.append(mid)
+        sent = [f"w-{i}-{uuid.uuid4().hex[:6]}" for i in range(10)]
+        _send_on_fresh_connections(served, [dict(user_id=f"w{i}", group_id="two", namespace="qzzp", content="试用期多久",
+                                                 message_id=mid) for i, mid in enumerate(sent)])
         with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as c:
             assert c.get("/admin/api/session").json()["events"]["backend"] == "redis-stream"
             deadline = time.monotonic() + 10

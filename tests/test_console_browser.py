@@ -20,7 +20,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from test_server import AUTH, TOKEN, Served, _send
+from test_server import AUTH, TOKEN, Served, _send, _send_on_fresh_connections
 from wxhelper.fake_llm import FakeLLM
 
 CHROMIUM = "/usr/bin/chromium"
@@ -297,12 +297,9 @@ def test_every_workers_messages_appear_live(browser: Browser, tmp_path: Path, ll
         pg.click("#login-form button[type=submit]")
         expect(pg.locator("#session-info")).to_contain_text("2 worker(s)")
         expect(pg.locator("#live-state")).to_have_text("live")
-        sent = []
-        for i in range(10):  # fresh connections: the kernel spreads them over both workers
-            with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as fresh:
-                mid = f"w2-{i}-{uuid.uuid4().hex[:6]}"
-                _send(fresh, user_id=f"u{i}", group_id="两个进程", namespace="qzzp", content="试用期多久？", message_id=mid)
-                sent.append(mid)
+        sent = [f"w2-{i}-{uuid.uuid4().hex[:6]}" for i in range(10)]
+        _send_on_fresh_connections(served, [dict(user_id=f"u{i}", group_id="两个进程", namespace="qzzp",
+                                                 content="试用期多久？", message_id=mid) for i, mid in enumerate(sent)])
         for mid in sent:
             expect(pg.locator(f'#live-table tr[data-message-id="{mid}"]')).to_be_visible()
         workers = set(pg.locator("#live-table tbody tr td:last-child").all_inner_texts())

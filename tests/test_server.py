@@ -97,6 +97,15 @@ def _send(client: httpx.Client, **fields) -> dict:
     return resp.json()
 
 
+def _send_on_fresh_connections(served: "Served", messages: list[dict]) -> list[dict]:
+    """Each message on a connection of its own, so the kernel spreads them over the server's workers."""
+    replies = []
+    for fields in messages:
+        with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as fresh:
+            replies.append(_send(fresh, **fields))
+    return replies
+
+
 def _sse(resp: httpx.Response) -> list[tuple[str, dict]]:
     events, event, data = [], None, []
     for line in resp.iter_lines():
@@ -347,11 +356,8 @@ def test_two_workers_over_redis_share_everything(tmp_path: Path, llm: FakeLLM, r
     try:
         assert "2 worker(s)" in served.log.read_text()
         with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as c:
-            for i in range(12):  # fresh connections, so the kernel spreads them over both workers
-                with httpx.Client(base_url=served.base, headers=AUTH, timeout=30) as fresh:
-                    reply = fresh.post("/v1/messages", json={"user_id": f"w{i}", "group_id": "two-workers",
-                                                             "namespace": "qzzp", "content": f"第{i}条：试用期多久"})
-                    assert reply.status_code == 200, reply.text
+            _send_on_fresh_connections(served, [{"user_id": f"w{i}", "group_id": "two-workers", "namespace": "qzzp",
+                                                 "content": f"第{i}条：试用期多久"} for i in range(12)])
             records = c.get("/v1/namespaces/qzzp/history",
                             params={"kind": "chat", "source_id": "two-workers", "max_records": 100}).json()["records"]
             assert len(records) == 24  # every message and reply, whichever worker handled it
