@@ -20,6 +20,7 @@ import logging
 import math
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,7 +423,6 @@ class KnowledgeBase:
     # -- indexing ---------------------------------------------------------------
     def index(self, ns: Namespace, progress: Optional[Progress] = None, force: bool = False) -> IndexSummary:
         """Bring the namespace's collection in line with its corpus; blocking."""
-        import time
 
         started = time.perf_counter()
         passages = load_corpus(ns)
@@ -527,7 +527,6 @@ class KnowledgeBase:
 
     def _snapshot(self, ns: Namespace, collection: Any) -> "_Snapshot":
         """Read the collection once: ids, texts, metadata, and (embedded Chroma) its normalised vectors."""
-        import time
 
         embedded = not self.settings.chroma_url
         got = collection.get(include=["documents", "metadatas", "embeddings"] if embedded
@@ -550,7 +549,6 @@ class KnowledgeBase:
         """The namespace's snapshot, re-read when this process changed the collection (at once) or
         another process did (noticed within ``SNAPSHOT_RECHECK_SECONDS``, embedded Chroma only: in
         server mode every search asks the server, which raises NotFoundError for a rebuilt one)."""
-        import time
 
         snap = self._ready.get(ns.name)
         if snap is not None and snap.generation != _generation(self._store_key(snap.collection.name)):
@@ -565,7 +563,6 @@ class KnowledgeBase:
         return snap
 
     def _still_current(self, snap: "_Snapshot") -> bool:
-        import time
 
         from chromadb.errors import NotFoundError
 
@@ -695,7 +692,6 @@ class KnowledgeBase:
 
     def _snapshot_on_loop(self, ns: Namespace, hybrid: bool) -> Optional["_Snapshot"]:
         """The namespace's snapshot if searching it needs no I/O now (else None: the caller uses a thread)."""
-        import time
 
         if self.settings.chroma_url:  # server mode: the search is a request to the server
             return None
