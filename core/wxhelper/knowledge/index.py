@@ -423,7 +423,6 @@ class KnowledgeBase:
     # -- indexing ---------------------------------------------------------------
     def index(self, ns: Namespace, progress: Optional[Progress] = None, force: bool = False) -> IndexSummary:
         """Bring the namespace's collection in line with its corpus; blocking."""
-
         started = time.perf_counter()
         passages = load_corpus(ns)
         with self._lock:
@@ -527,7 +526,6 @@ class KnowledgeBase:
 
     def _snapshot(self, ns: Namespace, collection: Any) -> "_Snapshot":
         """Read the collection once: ids, texts, metadata, and (embedded Chroma) its normalised vectors."""
-
         embedded = not self.settings.chroma_url
         got = collection.get(include=["documents", "metadatas", "embeddings"] if embedded
                              else ["documents", "metadatas"])
@@ -549,7 +547,6 @@ class KnowledgeBase:
         """The namespace's snapshot, re-read when this process changed the collection (at once) or
         another process did (noticed within ``SNAPSHOT_RECHECK_SECONDS``, embedded Chroma only: in
         server mode every search asks the server, which raises NotFoundError for a rebuilt one)."""
-
         snap = self._ready.get(ns.name)
         if snap is not None and snap.generation != _generation(self._store_key(snap.collection.name)):
             snap = None
@@ -563,7 +560,6 @@ class KnowledgeBase:
         return snap
 
     def _still_current(self, snap: "_Snapshot") -> bool:
-
         from chromadb.errors import NotFoundError
 
         try:
@@ -692,7 +688,6 @@ class KnowledgeBase:
 
     def _snapshot_on_loop(self, ns: Namespace, hybrid: bool) -> Optional["_Snapshot"]:
         """The namespace's snapshot if searching it needs no I/O now (else None: the caller uses a thread)."""
-
         if self.settings.chroma_url:  # server mode: the search is a request to the server
             return None
         snap = self._ready.get(ns.name)
