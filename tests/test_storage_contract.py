@@ -438,3 +438,22 @@ async def test_turn_steps_keep_the_inbox_and_lease_guarantees(turn_store: Histor
     assert await fair_read_many(store, queries) == [await store.fair_read(k, q) for k, q in queries]
     # the histories written in a turn are registered (purge and migrate walk them)
     assert sorted(k.id for k, _ in [item async for item in store.iter_all()]) == sorted([chat.id, board.id])
+
+
+async def test_iter_all_reads_only_the_histories_kept(turn_store: HistoryStore) -> None:
+    """An export of one source walks the keys and reads only its histories (and the shared ones)."""
+    mine, theirs = HistoryKey.chat("car", "group:{1}", "bot"), HistoryKey.chat("car", "group:{2}", "bot")
+    for i, key in enumerate([mine, theirs, KEY]):
+        await turn_store.append(key, rec("u", f"m{i}", NOW + i, source="group:{1}" if key != theirs else "x"),
+                                max_per_user=10, ttl=3600)
+    asked: list[str] = []
+
+    def keep(key: HistoryKey) -> bool:
+        asked.append(key.id)
+        return key.kind != "chat" or key.source_id == "group:{1}"
+
+    got = {k.id: [r.message_id for r in records] async for k, records in turn_store.iter_all(keep)}
+    assert got == {mine.id: ["m0"], KEY.id: ["m2"]}
+    assert sorted(asked) == sorted([mine.id, theirs.id, KEY.id])  # asked once per history
+    everything = {k.id async for k, _ in turn_store.iter_all()}
+    assert everything == {mine.id, theirs.id, KEY.id}

@@ -344,7 +344,9 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         _check_path_id(source_id, "path", "source_id")
         only = namespace_or_404(namespace) if namespace is not None else None
         try:
-            histories = host.store.iter_all().__aiter__()
+            histories = host.store.iter_all(
+                lambda key: (only is None or key.namespace == only)
+                and (key.kind != "chat" or key.source_id == source_id)).__aiter__()
         except NotImplementedError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=501)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Callable, Optional
 
 from ..fairness import UserHistory, apply_weights, select
 from ..messages import HistoryKind, Record
@@ -47,6 +47,10 @@ class HistoryKey:
     @classmethod
     def shared(cls, kind: HistoryKind, namespace: str) -> "HistoryKey":
         return cls(kind, namespace)
+
+
+#: Picks histories by their key (``HistoryStore.iter_all``'s ``keep``).
+KeyFilter = Callable[[HistoryKey], bool]
 
 
 @dataclass(frozen=True)
@@ -123,8 +127,12 @@ class HistoryStore(ABC):
         """Append records in order (bulk loads, migration); backends may batch the round trips."""
         return [await self.append(key, r, max_per_user=max_per_user, ttl=ttl) for r in records]
 
-    def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
-        """Every history and all its records, oldest first (timestamp, then insertion order): for migration."""
+    def iter_all(self, keep: Optional[KeyFilter] = None) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
+        """Every history and all its records, oldest first (timestamp, then insertion order): for migration.
+
+        ``keep``: only the histories whose key it accepts. The others' records are never read, so an
+        export of one source costs its own histories and the (capped) shared ones, not every chat's.
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot list its histories")
 
     async def all_bindings(self) -> list[tuple[str, str, str]]:

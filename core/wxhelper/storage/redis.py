@@ -38,7 +38,7 @@ from pydantic import TypeAdapter
 
 from ..messages import Record
 from . import redis_lua
-from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
+from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, KeyFilter, Leases, StoreError
 from .turns import HistoryWrite, TurnStart, begin_turn_stepwise, finish_turn_stepwise
 
 T = TypeVar("T")
@@ -350,9 +350,12 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
             total += sum(await asyncio.gather(*(one(i) for i in batch)))
         return total
 
-    async def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:  # type: ignore[override]
+    async def iter_all(self, keep: Optional[KeyFilter] = None  # type: ignore[override]
+                       ) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
         for key_id in await self._history_ids():
             key = HistoryKey.from_id(key_id)
+            if keep is not None and not keep(key):
+                continue
             ukp, keys = self._keys(key)
             users: set[bytes] = set()
             for zkey in (keys[1], keys[2]):

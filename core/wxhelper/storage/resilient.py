@@ -281,8 +281,8 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
                 await self._spool(key, record, max_per_user, ttl)
             return [True] * len(records)
 
-    def iter_all(self):  # type: ignore[no-untyped-def]
-        return self.remote.iter_all()
+    def iter_all(self, keep=None):  # type: ignore[no-untyped-def]
+        return self.remote.iter_all(keep)
 
     async def all_bindings(self) -> list[tuple[str, str, str]]:
         return await self.remote.all_bindings()

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from ..fairness import UserHistory
 from ..messages import Record
-from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, Leases, StoreError
+from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, KeyFilter, Leases, StoreError
 
 T = TypeVar("T")
 
@@ -224,9 +224,12 @@ class SQLiteStore(HistoryStore, Inbox, Leases, Categories):
 
         await self._run(write)
 
-    async def iter_all(self) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:  # type: ignore[override]
+    async def iter_all(self, keep: Optional[KeyFilter] = None  # type: ignore[override]
+                       ) -> AsyncIterator[tuple[HistoryKey, list[Record]]]:
         keys = await self._run(lambda c: [r[0] for r in c.execute("SELECT DISTINCT hkey FROM records ORDER BY hkey")])
         for hkey in keys:
+            if keep is not None and not keep(HistoryKey.from_id(hkey)):
+                continue
             rows = await self._run(lambda c, h=hkey: c.execute(
                 "SELECT user_id,source_id,bot_id,content,timestamp,message_id,score FROM records"
                 " WHERE hkey=? ORDER BY timestamp, id", (h,)).fetchall())
