@@ -439,6 +439,24 @@ def test_every_workers_messages_reach_the_console_over_redis(tmp_path: Path, llm
         served.stop()
 
 
+def test_clearing_a_chat_history_clears_its_console_events(client: httpx.Client) -> None:
+    """A source whose chat is cleared (a user's deletion request) leaves nothing in the console either;
+    other sources, and the source's other namespaces when one namespace is cleared, stay."""
+    tag = uuid.uuid4().hex[:8]
+    mine, other = f"forget-{tag}", f"keep-{tag}"
+    sent = {(src, ns): _send(client, user_id=f"u-{tag}", group_id=src, namespace=ns, content=f"{ns} 问题 {tag}")["message_id"]
+            for src in (mine, other) for ns in ("car_client", "lvyou")}
+    events = {key: _event_of(client, mid) for key, mid in sent.items()}
+    assert client.delete(f"/v1/sources/{mine}/history", params={"namespace": "car_client"}).status_code == 200
+    listed = {e["message_id"] for e in client.get("/admin/api/events", params={"limit": 1000}).json()["events"]}
+    assert sent[(mine, "car_client")] not in listed
+    assert client.get(f"/admin/api/events/{events[(mine, 'car_client')]['id']}").status_code == 404
+    assert {sent[(mine, "lvyou")], sent[(other, "car_client")], sent[(other, "lvyou")]} <= listed
+    assert client.delete(f"/v1/sources/{mine}/history").status_code == 200  # every namespace
+    listed = {e["message_id"] for e in client.get("/admin/api/events", params={"limit": 1000}).json()["events"]}
+    assert sent[(mine, "lvyou")] not in listed and {sent[(other, "car_client")], sent[(other, "lvyou")]} <= listed
+
+
 # -- the event logs, bounded --------------------------------------------------------------------------------------------
 async def test_the_ring_buffer_keeps_the_newest() -> None:
     log = MemoryEventLog(3)
@@ -601,3 +619,33 @@ def test_a_wheel_install_serves_the_console(tmp_path: Path) -> None:
              "print(r1.status_code, r2.status_code, 'readSSE' in r2.text, 'Prompt inspector' in r1.text)")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.stdout.split() == ["200", "200", "True", "True"], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("which", ["memory", "redis", "cluster", "sentinel"])
+async def test_forget_removes_exactly_the_matching_events(which: str, request: pytest.FixtureRequest) -> None:
+    """Summaries and whole events both go; ids, order and following are unchanged for the rest."""
+    store = client = None
+    if which == "memory":
+        log: MemoryEventLog | RedisEventLog = MemoryEventLog(50)
+    else:
+        from wxhelper.storage.redis import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url" if which == "redis" else f"redis_{which}_url"))
+        client = store.client
+        log = RedisEventLog(client, f"{store.prefix}{{console}}:events:{uuid.uuid4().hex}", maxlen=50)
+    try:
+        ids = [await log.add({"message_id": f"m{i}", "source_id": "s1" if i % 3 == 0 else "s2",
+                              "namespace": "car_client", "prompt": [], "n": i}) for i in range(9)]
+        assert await log.forget(lambda e: e.get("source_id") == "s1") == 3
+        assert [e["message_id"] for e in await log.recent(20)] == [f"m{i}" for i in reversed(range(9)) if i % 3]
+        assert await log.get(ids[0]) is None and await log.get(ids[3]) is None and (await log.get(ids[4]))["n"] == 4
+        assert await log.size() == 6
+        assert [e["message_id"] for e in await log.after(ids[5], 0.01)] == ["m7", "m8"]
+        assert await log.forget(lambda e: e.get("source_id") == "s1") == 0
+        later = await log.add({"message_id": "m9", "source_id": "s1", "namespace": "car_client", "prompt": []})
+        assert [e["message_id"] for e in await log.after(ids[8], 0.01)] == ["m9"] and (await log.get(later))["message_id"] == "m9"
+    finally:
+        if store is not None:
+            assert isinstance(log, RedisEventLog)
+            await client.delete(log.key, log.bodies)
+            await store.close()

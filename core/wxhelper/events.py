@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Optional
 
 import orjson
 
@@ -207,6 +207,10 @@ def _may_hold_number(text: str) -> bool:
 
 
 # -- where events are kept ---------------------------------------------------------------------------
+#: Picks events by their summary (:meth:`EventLog.forget`).
+EventMatch = Callable[[dict[str, Any]], bool]
+
+
 class EventLog(ABC):
     """A bounded, ordered log of events; ids are strings that sort in the order events were added.
 
@@ -245,6 +249,11 @@ class EventLog(ABC):
 
     @abstractmethod
     async def size(self) -> int:
+        raise NotImplementedError
+
+    @abstractmethod
+    async def forget(self, match: EventMatch) -> int:
+        """Remove every event whose summary ``match`` accepts (a cleared source's messages); returns how many."""
         raise NotImplementedError
 
     async def follow(self, after: Optional[str] = None, wait: float = 1.0) -> AsyncIterator[dict[str, Any]]:
@@ -301,6 +310,12 @@ class MemoryEventLog(EventLog):
 
     async def size(self) -> int:
         return len(self._events)
+
+    async def forget(self, match: EventMatch) -> int:
+        kept = [e for e in self._events if not match(summary(e))]
+        removed = len(self._events) - len(kept)
+        self._events = deque(kept, maxlen=self._events.maxlen)
+        return removed
 
 
 # Both streams in one hash slot (Redis Cluster); each event added to both together, atomically, with
@@ -379,6 +394,17 @@ class RedisEventLog(EventLog):
 
     async def size(self) -> int:
         return int(await self.client.xlen(self.key))
+
+    async def forget(self, match: EventMatch) -> int:
+        # the summaries are the small stream (about maxlen entries): read them, delete the matches' ids
+        # from both streams; an event added meanwhile is newer than the clear and stays
+        ids = [e["id"] for e in (self._decode(entry, "s") for entry in await self.client.xrange(self.key))
+               if match(e)]
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            await self.client.xdel(self.key, *batch)
+            await self.client.xdel(self.bodies, *batch)
+        return len(ids)
 
 
 def _stream_id(value: str) -> bool:
@@ -472,6 +498,26 @@ class EventRecorder:
         if self._queue is not None and self._task is not None and not self._task.done():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout)
+
+    async def forget_chat(self, source_id: str, namespaces: Optional[list[str]], bot_id: Optional[str]) -> int:
+        """Drop a source's messages in ``namespaces`` (every namespace when None; of ``bot_id``, or of
+        every bot when None) from the console, once what is queued is in the log: clearing a chat
+        history clears what the console shows of it too. Best effort, like every console write: a
+        failure is logged, never raised."""
+        if not self.enabled:
+            return 0
+        await self.flush()
+        wanted = None if namespaces is None else set(namespaces)
+
+        def match(event: dict[str, Any]) -> bool:
+            return (event.get("source_id") == source_id and (wanted is None or event.get("namespace") in wanted)
+                    and (bot_id is None or event.get("bot_id") == bot_id))
+
+        try:
+            return await self.log.forget(match)
+        except Exception as exc:
+            log.warning("console events of source %r not removed: %s: %s", source_id, type(exc).__name__, exc)
+            return 0
 
     async def close(self) -> None:
         await self.flush(2.0)

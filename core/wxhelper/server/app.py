@@ -326,6 +326,8 @@ def create_app(settings: Optional[Settings] = None, *, host: Optional[Host] = No
         cleared = {}
         for name in names:
             cleared[name] = await host.store.clear(host.history_key("chat", name, source_id, bot_id))
+        await console.forget_chat(source_id, None if namespace is None else names,
+                                  None if settings.share_chat_across_bots else bot)
         return ClearedBody(source_id=source_id, bot_id="" if settings.share_chat_across_bots else bot, cleared=cleared, total=sum(cleared.values()))
 
     @app.get("/v1/sources/{source_id}/export", tags=["sources"],
