@@ -457,3 +457,27 @@ async def test_iter_all_reads_only_the_histories_kept(turn_store: HistoryStore) 
     assert sorted(asked) == sorted([mine.id, theirs.id, KEY.id])  # asked once per history
     everything = {k.id async for k, _ in turn_store.iter_all()}
     assert everything == {mine.id, theirs.id, KEY.id}
+
+
+def test_decoded_records_are_kept_by_member_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Redis store's decode cache: the same records as a fresh decode, in order, at most its size."""
+    from wxhelper.storage import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "_decoded", {})
+    monkeypatch.setattr(redis_store, "DECODED_CACHE_SIZE", 50)
+    records = [rec(f"u{i % 7}", f"m{i}", NOW - i, "内容 é{*}" * (i % 4 + 1), score=i / 3) for i in range(80)]
+    members = [f"{i + 1:016x}{redis_store.encode_member(r)}".encode() for i, r in enumerate(records)]
+    fresh = redis_store._RECORDS.validate_json(b"[" + b",".join(map(redis_store.payload_of, members)) + b"]")
+    assert fresh == records
+    assert redis_store.decode_members(members[:30]) == records[:30]
+    mixed = members[10:40][::-1] + members[:5]  # hits and misses interleaved, any order
+    assert redis_store.decode_members(mixed) == records[10:40][::-1] + records[:5]
+    assert redis_store.decode_members(members) == records
+    assert len(redis_store._decoded) == 50  # the oldest went first
+    assert set(redis_store._decoded) == set(members[30:])
+    first = redis_store.decode_members(members[40:41])[0]
+    assert first is redis_store.decode_members(members[40:41])[0]  # decoded once, then kept
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):  # frozen: a record shared between reads cannot be changed by one
+        first.content = "changed"  # type: ignore[misc]
