@@ -273,3 +273,42 @@ async def test_stream_offline_and_broken_midway(data_dir, fake_llm):
     async with host_for(data_dir, [], max_single_char=5) as host:
         *pieces, reply = [i async for i in host.stream(InboundMessage(user_id="u", content="一二三四五六七"))]
     assert reply.truncated and "".join(pieces) == reply.text and "已截断" in reply.text
+
+
+async def test_a_wrong_namespace_guess_reads_and_searches_the_namespace_the_source_has(data_dir, redis_url):
+    """The host guesses a message's namespace before its turn begins (to search meanwhile and have the
+    store make the fair reads in the turn's first round trip); a source bound by another process is
+    answered from its bound namespace all the same, and the next guess is right."""
+    store = f"{redis_url}?prefix=guess{id(data_dir)}:"
+    async with host_for(data_dir, PLUGINS, store=store) as host:
+        await host.handle(InboundMessage(user_id="seller", content="出售二手车 卡罗拉 电话 13812345678",
+                                         namespace="car_client"))
+        await host.handle(InboundMessage(user_id="hr", content="招聘会计 月薪八千 电话 13912345678", namespace="qzzp"))
+        content = "二手车过户要带什么材料"
+        first = await host.handle(InboundMessage(user_id="s", content=content))
+        assert first.namespace == "car_client"  # unbound: the keywords
+        assert_in_prompt(first, "13812345678")
+        assert_not_in_prompt(first, "13912345678")
+
+        await host.store.set_binding("s", host.settings.bot_id, "qzzp")  # as /切换 in another worker would
+        separate_reads = []
+        read_many = host.store.fair_read_many
+
+        async def counted(reads):  # type: ignore[no-untyped-def]
+            separate_reads.append([key.namespace for key, _ in reads])
+            return await read_many(reads)
+
+        host.store.fair_read_many = counted  # type: ignore[method-assign]
+        bound = await host.handle(InboundMessage(user_id="s", content=content))
+        assert bound.namespace == "qzzp"
+        assert_in_prompt(bound, "13912345678")
+        assert_not_in_prompt(bound, "13812345678")
+        settings = host.settings
+        assert bound.retrieved == await host.knowledge.search(host.namespace("qzzp"), content,
+                                                              settings.knowledge_top_k, settings.knowledge_chars)
+        assert separate_reads == [["qzzp", "qzzp", "qzzp"]]  # the guess (car_client) was read again for qzzp
+
+        again = await host.handle(InboundMessage(user_id="s", content=content + "？"))
+        assert again.namespace == "qzzp" and "13912345678" in prompt_text(again)
+        assert [m["content"] for m in again.prompt[1:3]] == [content, bound.text]  # the chat of this source
+        assert separate_reads == [["qzzp", "qzzp", "qzzp"]]  # guessed right: read in the turn's first round trip

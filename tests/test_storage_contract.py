@@ -481,3 +481,38 @@ def test_decoded_records_are_kept_by_member_and_bounded(monkeypatch: pytest.Monk
 
     with pytest.raises(ValidationError):  # frozen: a record shared between reads cannot be changed by one
         first.content = "changed"  # type: ignore[misc]
+
+
+async def test_begin_turn_makes_the_fair_reads_under_the_lease(turn_store: HistoryStore) -> None:
+    from wxhelper.storage.turns import HistoryWrite, begin_turn, fair_read_many, finish_turn
+
+    store = turn_store
+    fast = getattr(getattr(store, "remote", store), "fast_turns", False)  # Redis outside Cluster, wrapped or not
+    lease, board, chat = "source:{g}", HistoryKey.shared("namespace", "板{*}"), HistoryKey.chat("n", "g", "b")
+    for i in range(12):
+        await store.append(board, rec(f"u{i % 4}", f"b{i}", NOW - 100 + i, "招聘" * (i + 1)), max_per_user=10, ttl=600)
+    reads = [(chat, FairQuery(10, 1000)), (board, FairQuery(5, 40)), (board, FairQuery(0, 100)),
+             (HistoryKey.shared("friend_circle", "none"), FairQuery(10, 1000, algorithm="seed"))]
+    first = await begin_turn(store, lease, 30, "b", "m1", '{"n":1}', NOW, reads=reads)
+    assert first.token is not None
+    expected = await fair_read_many(store, reads)
+    assert first.reads == (expected if fast else None)
+    assert expected[1] and expected[2] == [] and expected[3] == []
+    busy = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW, reads=reads)
+    assert busy.busy and busy.reads is None  # nothing is read before the lease is held
+    # the previous turn's writes are what the next turn's reads see
+    assert await finish_turn(store, lease, first.token, 30, "b", "m1", '"r1"', time.time() + 60,
+                             [HistoryWrite(chat, [rec("u", "m1", NOW - 2), rec("b", "m1#reply", NOW - 1)])],
+                             max_per_user=10, history_ttl=600) is True
+    nxt = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW, reads=reads)
+    assert nxt.token is not None
+    if fast:
+        assert nxt.reads is not None and [r.message_id for r in nxt.reads[0]] == ["m1", "m1#reply"]
+        assert nxt.reads == await fair_read_many(store, reads)
+    else:
+        assert nxt.reads is None
+    # a message a crashed run answered needs no reads: its reply is replayed
+    await store.inbox_answer("b", "m2", '"r2"')
+    await store.release_lease(lease, nxt.token)
+    replay = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW, reads=reads)
+    assert replay.earlier == '"r2"' and replay.reads is None

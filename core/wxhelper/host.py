@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 3600.0
 CATEGORY_CACHE_SECONDS = 2.0
+BINDINGS_REMEMBERED = 10000
+"""Sources whose bound namespace a host remembers (to guess a message's namespace before its turn begins)."""
 APOLOGY = "抱歉，大模型暂时无法回答，先给你资料库里的相关内容："
 TRUNCATED_NOTICE = "（你的消息超过 {limit} 字，已截断为前 {limit} 字保存。）"
 
@@ -57,6 +59,7 @@ class Host:
         self._gate: Optional[SourceGate] = None
         self._categories: dict[str, tuple[float, list[tuple[str, str, str]]]] = {}
         self._observers: list[Observer] = []
+        self._bindings: dict[tuple[str, str], Optional[str]] = {}  # (source, bot) -> bound namespace, as last read
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "Host":
@@ -229,31 +232,70 @@ class Host:
         started = time.perf_counter()
         msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
         bot_id = msg.bot_id or self.settings.bot_id
-        if msg.namespace is not None:  # reject before the inbox: a bad message must leave no trace
-            namespaces = await self.namespaces_for(bot_id)
-            if lookup(namespaces, msg.namespace) is None:
-                raise UnknownNamespace(msg.namespace, sorted(namespaces))
+        namespaces = await self.namespaces_for(bot_id)
+        if msg.namespace is not None and lookup(namespaces, msg.namespace) is None:
+            raise UnknownNamespace(msg.namespace, sorted(namespaces))  # before the inbox: a bad message leaves no trace
         payload = msg.model_dump_json()
+        ahead = self._ahead(msg, bot_id, namespaces)
 
         async def begin(lease: str, ttl: float) -> TurnStart:
-            # the lease, the final-reply check, the inbox entry and (without an explicit namespace)
-            # the source's binding: one round trip where the store can
-            return await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
-                                    msg.source_id if msg.namespace is None else None)
+            # the lease, the final-reply check, the inbox entry, (without an explicit namespace) the
+            # source's binding and the fair reads of the namespace guessed: one round trip where the store can
+            t0 = time.perf_counter()
+            start = await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
+                                     msg.source_id if msg.namespace is None else None,
+                                     ahead.reads if ahead is not None else None)
+            if ahead is not None:
+                ahead.begin_ms = _ms(t0)
+            return start
 
-        async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
-            if turn.final is None:
-                async for item in self._process(msg, bot_id, turn, started, streaming,
-                                                Reply.model_validate_json(turn.earlier) if turn.earlier else None):
-                    yield item
-                return
+        try:
+            async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
+                if turn.final is None:
+                    async for item in self._process(msg, bot_id, turn, started, streaming,
+                                                    Reply.model_validate_json(turn.earlier) if turn.earlier else None,
+                                                    ahead):
+                        yield item
+                    return
+        finally:
+            if ahead is not None:
+                ahead.discard()
         cached = Reply.model_validate_json(turn.final)
         if streaming and cached.text:
             yield cached.text
         yield cached
 
+    def _ahead(self, msg: InboundMessage, bot_id: str, namespaces: Mapping[str, Namespace]) -> Optional["_Ahead"]:
+        """Start what a chat message needs that does not depend on its turn, before the turn begins.
+
+        The namespace is guessed with the binding this host last read for the source (none when it
+        has not seen it): the knowledge search starts at once, so it runs while the turn's first
+        round trip is out (on the loop, the question's embedding is most of a message's latency), and
+        the fair reads ride with that round trip, under the lease. A wrong guess (the source was
+        bound or rebound elsewhere) only costs the work done for it: the turn then reads and
+        searches for the namespace it really has (:meth:`_prepare`).
+        """
+        if msg.channel != "chat" or self.commands.parse(msg.content) is not None:
+            return None
+        bound = None if msg.namespace is not None else self._bindings.get((msg.source_id, bot_id))
+        ns = namespaces[choose_namespace(namespaces, msg.content, self.settings.default_namespace, msg.namespace,
+                                         bound)]
+        content = msg.content[: self.settings.max_single_char]
+        search = None
+        if self._searches(content):
+            search = asyncio.get_running_loop().create_task(self._timed_retrieval(ns, content))
+        return _Ahead(ns, self._history_reads(ns, msg, bot_id), search)
+
+    def _remember_binding(self, msg: InboundMessage, bot_id: str, turn: Turn) -> None:
+        if turn.start is None or not turn.start.binding_read:
+            return
+        key = (msg.source_id, bot_id)
+        if key not in self._bindings and len(self._bindings) >= BINDINGS_REMEMBERED:
+            self._bindings.pop(next(iter(self._bindings)), None)
+        self._bindings[key] = turn.start.binding
+
     async def _process(self, msg: InboundMessage, bot_id: str, turn: Turn, started: float, streaming: bool,
-                       earlier: Optional[Reply]) -> AsyncIterator[Union[str, Reply]]:
+                       earlier: Optional[Reply], ahead: Optional["_Ahead"] = None) -> AsyncIterator[Union[str, Reply]]:
         """The work of one message inside its source's turn; ``earlier`` is a reply a crashed run produced."""
         if earlier is not None:  # answered before a crash: only the writes may be missing
             await self._commit(turn, bot_id, msg, earlier)
@@ -271,7 +313,7 @@ class Host:
                 yield reply.text
             yield reply
             return
-        state = await self._prepare(msg, bot_id, started, turn)
+        state = await self._prepare(msg, bot_id, started, turn, ahead)
         if msg.channel == "friend_circle":
             reply = self._build_reply(state, "", offline=True, answered=False)
             await self._commit(turn, bot_id, msg, reply, state)
@@ -328,12 +370,14 @@ class Host:
         return Reply(text=text, namespace=bound or self.settings.default_namespace, source_id=msg.source_id,
                      message_id=msg.message_id, offline=True, command=command.name, degraded=degraded)
 
-    async def _prepare(self, msg: InboundMessage, bot_id: str, started: float, turn: Turn) -> "_Turn":
+    async def _prepare(self, msg: InboundMessage, bot_id: str, started: float, turn: Turn,
+                       ahead: Optional["_Ahead"] = None) -> "_Turn":
         namespaces = await self.namespaces_for(bot_id)
         bound = None
         if msg.namespace is None:  # the binding, unless the store read it when the turn began
             if turn.start is not None and turn.start.binding_read:
                 bound = turn.start.binding
+                self._remember_binding(msg, bot_id, turn)
             else:
                 bound = await self.store.get_binding(msg.source_id, bot_id)
         ns = namespaces[choose_namespace(namespaces, msg.content, self.settings.default_namespace,
@@ -345,7 +389,10 @@ class Host:
         state = _Turn(msg=msg, bot_id=bot_id, ns=ns, content=content, truncated=truncated, started=started)
         state.accepted = self._accepts(ns, content, state.degraded)
         if msg.channel == "chat":
-            await self._assemble(state)
+            if ahead is not None and ahead.ns.name != ns.name:  # guessed wrong: read and search again
+                ahead.discard()
+                ahead = None
+            await self._assemble(state, ahead, turn.start.reads if ahead is not None and turn.start else None)
         return state
 
     def _build_reply(self, state: "_Turn", text: str, offline: bool, answered: bool = True) -> Reply:
@@ -421,10 +468,8 @@ class Host:
             degraded.append(f"plugin:{ns.plugin}")
             return False
 
-    async def _assemble(self, turn: "_Turn") -> None:
-        """Read the three fair selections and the knowledge passages concurrently, then render."""
-        ns, msg, bot_id = turn.ns, turn.msg, turn.bot_id
-        started = time.perf_counter()
+    def _history_reads(self, ns: Namespace, msg: InboundMessage, bot_id: str) -> list[tuple[HistoryKey, FairQuery]]:
+        """The three fair selections a chat message's prompt gets: its chat, the board, the friend circle."""
         since = time.time() - self.settings.clear_cycle_seconds
         algorithm = self.settings.fair_algorithm
 
@@ -432,23 +477,43 @@ class Host:
             records, chars = self.settings.history_budget(kind)
             return FairQuery(records, chars, since, algorithm, self.settings.user_weight_map)
 
-        async def histories() -> tuple[list[Record], list[Record], list[Record]]:
-            t0 = time.perf_counter()
-            result = await fair_read_many(self.store, [
-                (self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
+        return [(self.history_key("chat", ns.name, msg.source_id, bot_id), query("chat")),
                 (self.history_key("namespace", ns.name), query("namespace")),
-                (self.history_key("friend_circle", ns.name), query("friend_circle")),
-            ])
+                (self.history_key("friend_circle", ns.name), query("friend_circle"))]
+
+    async def _assemble(self, turn: "_Turn", ahead: Optional["_Ahead"] = None,
+                        reads: Optional[list[list[Record]]] = None) -> None:
+        """Read the three fair selections and the knowledge passages concurrently, then render.
+
+        ``ahead`` (for this namespace) holds the search started before the turn; ``reads``, the
+        fair selections the store made when the turn began.
+        """
+        ns, msg, bot_id = turn.ns, turn.msg, turn.bot_id
+        started = time.perf_counter()
+
+        async def histories() -> list[list[Record]]:
+            if reads is not None and ahead is not None:  # made in the turn's first round trip
+                turn.timings["history"] = ahead.begin_ms
+                return reads
+            t0 = time.perf_counter()
+            result = await fair_read_many(self.store, self._history_reads(ns, msg, bot_id))
             turn.timings["history"] = _ms(t0)
-            return result[0], result[1], result[2]
+            return result
 
         async def retrieval() -> list[Passage]:
-            t0 = time.perf_counter()
-            passages = await self._retrieve(ns, turn.content, turn.degraded)
-            turn.timings["retrieval"] = _ms(t0)
-            return passages
+            if ahead is not None:
+                if ahead.search is None:
+                    return []
+                passages, degraded, ms = await ahead.search
+                turn.degraded.extend(degraded)
+                turn.timings["retrieval"] = ms
+                return passages
+            return (await self._timed_retrieval(ns, turn.content, turn))[0]
 
-        (chat, board, circle), passages = await asyncio.gather(histories(), retrieval())
+        if reads is not None and ahead is not None:
+            (chat, board, circle), passages = await histories(), await retrieval()
+        else:
+            (chat, board, circle), passages = await asyncio.gather(histories(), retrieval())
         context = {
             "namespace": ns, "message": msg, "bot_id": bot_id,
             "now": datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -472,8 +537,23 @@ class Host:
         turn.chat, turn.circle = chat, circle
         turn.timings["assembly"] = _ms(started)
 
+    def _searches(self, content: str) -> bool:
+        return self.settings.knowledge_top_k > 0 and self.settings.knowledge_chars > 0 and bool(content.strip())
+
+    async def _timed_retrieval(self, ns: Namespace, content: str,
+                               turn: Optional["_Turn"] = None) -> tuple[list[Passage], list[str], float]:
+        """(passages, degradations, milliseconds); with ``turn``, those are also entered in it."""
+        t0 = time.perf_counter()
+        degraded: list[str] = []
+        passages = await self._retrieve(ns, content, degraded)
+        ms = _ms(t0)
+        if turn is not None:
+            turn.degraded.extend(degraded)
+            turn.timings["retrieval"] = ms
+        return passages, degraded, ms
+
     async def _retrieve(self, ns: Namespace, content: str, degraded: list[str]) -> list[Passage]:
-        if self.settings.knowledge_top_k <= 0 or self.settings.knowledge_chars <= 0 or not content.strip():
+        if not self._searches(content):
             return []  # nothing to search for: spare the hop to a worker thread
         try:
             return await self.knowledge.search(ns, content, self.settings.knowledge_top_k,
@@ -580,6 +660,24 @@ class _Turn:
     chat: list[Record] = field(default_factory=list)
     circle: list[Record] = field(default_factory=list)
     template_error: Optional[str] = None
+
+
+@dataclass
+class _Ahead:
+    """What a chat message's turn starts before it holds the lease (:meth:`Host._ahead`)."""
+
+    ns: Namespace
+    """The namespace guessed; what follows is for it."""
+    reads: list[tuple[HistoryKey, FairQuery]]
+    """The fair reads asked of the turn's first step."""
+    search: Optional["asyncio.Task[tuple[list[Passage], list[str], float]]"]
+    """The knowledge search, running (None: nothing to search)."""
+    begin_ms: float = 0.0
+    """How long the turn's first step took (it carried the fair reads)."""
+
+    def discard(self) -> None:
+        if self.search is not None and not self.search.done():
+            self.search.cancel()
 
 
 Observer = Callable[[InboundMessage, Reply, Optional[_Turn]], None]

@@ -311,22 +311,25 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         members = await self._call("fair read", self._read(keys=keys, args=args))
         return chronological(decode_members(members))
 
-    async def fair_read_many(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> list[list[Record]]:
-        """Several fair reads in one script call (one at a time on Cluster, or for other algorithms)."""
-        if not self.fast_turns or not all(q.algorithm in LUA_ALGORITHMS for _, q in reads):
-            return list(await asyncio.gather(*(self.fair_read(k, q) for k, q in reads)))
+    def _can_read_many(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> bool:
+        """Whether these reads can be one script call (outside Cluster, algorithms the script knows)."""
+        return self.fast_turns and all(q.algorithm in LUA_ALGORITHMS for _, q in reads)
+
+    def _read_many_args(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of several fair reads in one script (an empty budget reads nothing)."""
         keys: list[str] = []
         args: list[Any] = [0]
-        wanted = []
         for key, query in reads:
             if query.max_records <= 0 or query.max_chars <= 0:
                 continue
             read_keys, read_args = self._read_args(key, query, query.algorithm)
             keys += read_keys
             args += [len(read_args), *read_args]
-            wanted.append(len(wanted))
-        args[0] = len(wanted)
-        results = await self._call("fair read", self._read_many(keys=keys, args=args)) if wanted else []
+            args[0] += 1
+        return keys, args
+
+    @staticmethod
+    def _read_many_results(reads: Sequence[tuple[HistoryKey, FairQuery]], results: Sequence[Any]) -> list[list[Record]]:
         out: list[list[Record]] = []
         it = iter(results)
         for _key, query in reads:
@@ -335,6 +338,14 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
             else:
                 out.append(chronological(decode_members(next(it))))
         return out
+
+    async def fair_read_many(self, reads: Sequence[tuple[HistoryKey, FairQuery]]) -> list[list[Record]]:
+        """Several fair reads in one script call (one at a time on Cluster, or for other algorithms)."""
+        if not self._can_read_many(reads):
+            return list(await asyncio.gather(*(self.fair_read(k, q) for k, q in reads)))
+        keys, args = self._read_many_args(reads)
+        results = await self._call("fair read", self._read_many(keys=keys, args=args)) if args[0] else []
+        return self._read_many_results(reads, results)
 
     async def candidates(self, key: HistoryKey, query: FairQuery) -> list[UserHistory]:
         if query.max_records <= 0:
@@ -467,23 +478,34 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
 
     # -- a message's turn in one call per step (wxhelper.storage.turns) ---------------------------------
     async def begin_turn(self, lease: str, ttl: float, bot_id: str, message_id: str, payload: str,
-                         received: float, binding_of: Optional[str] = None) -> TurnStart:
+                         received: float, binding_of: Optional[str] = None,
+                         reads: Optional[Sequence[tuple[HistoryKey, FairQuery]]] = None) -> TurnStart:
         if not self.fast_turns:
             return await begin_turn_stepwise(self, lease, ttl, bot_id, message_id, payload, received)
         field = self._inbox_field(bot_id, message_id)
         binding_field = self._binding_field(binding_of, bot_id) if binding_of is not None else ""
-        result = await self._call("begin", self._begin_turn(
-            keys=[self._lease_key(lease), self._reply_key(field), *self._inbox_keys, self.bindings],
-            args=[max(1, int(ttl * 1000)), field, payload, binding_field]))
+        keys = [self._lease_key(lease), self._reply_key(field), *self._inbox_keys, self.bindings]
+        args: list[Any] = [max(1, int(ttl * 1000)), field, payload, binding_field]
+        if reads and self._can_read_many(reads):
+            read_keys, read_args = self._read_many_args(reads)
+            keys += read_keys
+            args += read_args
+        else:
+            reads = None
+            args.append(0)
+        result = await self._call("begin", self._begin_turn(keys=keys, args=args))
         state = int(result[0])
         if state == 0:
             return TurnStart()
         if state == 1:
             return TurnStart(final=result[1].decode("utf-8"))
         earlier, binding = result[2], result[3]
+        read = None
+        if reads is not None and state == 2:
+            read = self._read_many_results(reads, result[4] or [])
         return TurnStart(token=int(result[1]), earlier=earlier.decode("utf-8") if earlier is not None else None,
                          binding=binding.decode("utf-8") if binding is not None else None,
-                         binding_read=binding_of is not None)
+                         binding_read=binding_of is not None, reads=read)
 
     async def finish_turn(self, lease: str, token: int, ttl: float, bot_id: str, message_id: str, reply: str,
                           expires: float, writes: Sequence[HistoryWrite], *, max_per_user: int,

@@ -347,20 +347,28 @@ return out
 
 READ = COMMON + READ_BODY
 
-READ_MANY = COMMON + "local function fair(KEYS, ARGV)\n" + READ_BODY + r"""
+FAIR_MANY_FN = "local function fair(KEYS, ARGV)\n" + READ_BODY + r"""
 end
+-- several fair reads: KEYS from index k0 + 1 on (users, head of each read in turn), ARGV from index a0 on
+-- (the number of reads, then per read: its ARGV count, its ARGV)
+local function fair_many(KEYS, ARGV, k0, a0)
+  local out = {}
+  local pos = a0 + 1
+  for r = 1, tonumber(ARGV[a0]) do
+    local c = tonumber(ARGV[pos])
+    local args = {}
+    for x = 1, c do args[x] = ARGV[pos + x] end
+    pos = pos + c + 1
+    out[r] = fair({KEYS[k0 + 2 * r - 1], KEYS[k0 + 2 * r]}, args)
+  end
+  return out
+end
+"""
+
+READ_MANY = COMMON + FAIR_MANY_FN + r"""
 -- several fair reads in one call (not on Cluster: their histories live in different slots)
 -- KEYS: users, head of each read in turn ; ARGV: 1 number of reads, then per read: its ARGV count, its ARGV
-local out = {}
-local pos = 2
-for r = 1, tonumber(ARGV[1]) do
-  local c = tonumber(ARGV[pos])
-  local args = {}
-  for x = 1, c do args[x] = ARGV[pos + x] end
-  pos = pos + c + 1
-  out[r] = fair({KEYS[2 * r - 1], KEYS[2 * r]}, args)
-end
-return out
+return fair_many(KEYS, ARGV, 0, 1)
 """
 
 PURGE = r"""
@@ -486,11 +494,14 @@ local function now_ms()
 end
 """
 
-BEGIN_TURN = LEASE_FN + r"""
--- KEYS: 1 the lease, 2 the final reply's key, 3 payloads, 4 replies-in-progress, 5 order, 6 seq, 7 bindings
--- ARGV: 1 ttl ms, 2 inbox field, 3 payload, 4 binding field ('' for none)
--- returns {0} busy, {1, reply} completed before (no lease kept), {2, token, false, binding} new entry,
---         {3, token, reply, binding} an entry a crashed run had answered (binding: false when unbound)
+BEGIN_TURN = COMMON + FAIR_MANY_FN + LEASE_FN + r"""
+-- KEYS: 1 the lease, 2 the final reply's key, 3 payloads, 4 replies-in-progress, 5 order, 6 seq, 7 bindings,
+--       then users, head of each fair read
+-- ARGV: 1 ttl ms, 2 inbox field, 3 payload, 4 binding field ('' for none), 5 the number of fair reads
+--       (0 for none), then per read: its ARGV count, its ARGV (as READ_MANY)
+-- returns {0} busy, {1, reply} completed before (no lease kept), {2, token, false, binding, reads} new entry,
+--         {3, token, reply, binding} an entry a crashed run had answered (binding: false when unbound);
+--         the fair reads run once the lease is held, so they see every write of the source's earlier turns
 local final = redis.call('GET', KEYS[2])
 if final then return {1, final} end
 local now = now_ms()
@@ -503,11 +514,13 @@ if ARGV[4] ~= '' then binding = redis.call('HGET', KEYS[7], ARGV[4]) end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
   local reply = redis.call('HGET', KEYS[4], ARGV[2])
   if reply then return {3, token, reply, binding} end
-  return {2, token, false, binding}
+else
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+  redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[2])
 end
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[2])
-return {2, token, false, binding}
+local reads = false
+if (tonumber(ARGV[5]) or 0) > 0 then reads = fair_many(KEYS, ARGV, 7, 5) end
+return {2, token, false, binding, reads}
 """
 
 FINISH_TURN = COMMON + APPEND_FN + LEASE_FN + r"""

@@ -213,11 +213,13 @@ class ResilientStore(HistoryStore, Inbox, Leases, Categories):
     # -- a message's turn (wxhelper.storage.turns): the remote's one-call steps while it answers and
     #    the local file holds nothing of the inbox's or the leases'; else one operation at a time ------
     async def begin_turn(self, lease: str, ttl: float, bot_id: str, message_id: str, payload: str,
-                         received: float, binding_of: Optional[str] = None) -> TurnStart:
+                         received: float, binding_of: Optional[str] = None,
+                         reads: Optional[Sequence[tuple[HistoryKey, FairQuery]]] = None) -> TurnStart:
         if (getattr(self.remote, "fast_turns", False) and time.monotonic() >= self._down_until
                 and not await self._local_holds("replies")):
             try:
-                return await self.remote.begin_turn(lease, ttl, bot_id, message_id, payload, received, binding_of)
+                return await self.remote.begin_turn(lease, ttl, bot_id, message_id, payload, received, binding_of,
+                                                    reads)
             except StoreError as exc:
                 self._mark_down(exc)
         return await begin_turn_stepwise(self, lease, ttl, bot_id, message_id, payload, received)

@@ -9,7 +9,7 @@ asks for three steps instead:
 
 * :func:`begin_turn` — take the source's lease, and unless the message already
   has a final reply, put it in the inbox (returns the reply a crashed run
-  attached, if any);
+  attached, if any); it may also make the message's fair reads, under the lease;
 * :func:`fair_read_many` — several fair reads at once;
 * :func:`finish_turn` — attach the reply to the inbox entry, then, only while
   the lease is still held with our token (fencing), write the histories,
@@ -47,6 +47,9 @@ class TurnStart:
     binding: Optional[str] = None
     """The source's bound namespace, when ``binding_read`` (a store that reads it in the same call)."""
     binding_read: bool = False
+    reads: Optional[list[list[Record]]] = None
+    """The fair reads asked of :func:`begin_turn`, when the store ran them in the same call, under the
+    lease just taken (None otherwise: the caller reads them itself)."""
 
     @property
     def busy(self) -> bool:
@@ -62,14 +65,20 @@ class HistoryWrite:
 
 
 async def begin_turn(store: Any, lease: str, ttl: float, bot_id: str, message_id: str,
-                     payload: str, received: float, binding_of: Optional[str] = None) -> TurnStart:
+                     payload: str, received: float, binding_of: Optional[str] = None,
+                     reads: Optional[Sequence[tuple[HistoryKey, FairQuery]]] = None) -> TurnStart:
     """Take the lease of a source and enter the message in the inbox (see the module docstring).
 
     With ``binding_of`` (a source id), a store that can also reads that source's bound namespace
-    in the same call (``TurnStart.binding_read``); others leave it to :meth:`get_binding`.
+    in the same call (``TurnStart.binding_read``); others leave it to :meth:`get_binding`. With
+    ``reads``, a store that can also makes those fair reads in the same call, once the lease is
+    held (``TurnStart.reads``; a new or unanswered entry only): the caller that guessed the
+    namespace right spares a round trip.
     """
     fast = getattr(store, "begin_turn", None)
     if fast is not None:
+        if reads:
+            return await fast(lease, ttl, bot_id, message_id, payload, received, binding_of, reads)
         return await fast(lease, ttl, bot_id, message_id, payload, received, binding_of)
     return await begin_turn_stepwise(store, lease, ttl, bot_id, message_id, payload, received)
 
