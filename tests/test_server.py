@@ -230,6 +230,34 @@ def test_bad_messages_get_422_with_field_errors(client: httpx.Client, body: dict
     assert loc in [e["loc"] for e in resp.json()["detail"]]
 
 
+def test_both_routes_of_post_messages_answer_alike(client: httpx.Client) -> None:
+    """A valid JSON message without query parameters takes a lean route; everything else FastAPI's documented
+    one (reached here with ``?stream=false``): what they answer, errors included, is the same."""
+    body = {"user_id": "gina", "namespace": "qzzp", "content": "试用期最长多久？", "message_id": "both-routes-1"}
+    lean = client.post("/v1/messages", json=body)
+    documented = client.post("/v1/messages", params={"stream": "false"}, json=body)  # the same message: its reply
+    assert lean.status_code == documented.status_code == 200
+    assert lean.headers["content-type"] == documented.headers["content-type"] == "application/json"
+    assert int(lean.headers["content-length"]) == len(lean.content)
+    first, again = lean.json(), documented.json()
+    assert first["text"] == "FAKE-LLM: " + body["content"] and first["recorded"] == ["chat"]
+    assert {k: v for k, v in first.items() if k != "timings"} == {k: v for k, v in again.items() if k != "timings"}
+    other = dict(body, message_id="both-routes-2", content="社保断缴有什么影响？")
+    documented_first = client.post("/v1/messages", params={"stream": "false"}, json=other).json()
+    assert set(documented_first) == set(first) and documented_first["text"] == "FAKE-LLM: " + other["content"]
+    for bad in ({"user_id": "u", "content": "hi", "namespace": "no-such-namespace"}, {"content": "hi"},
+                {"user_id": "u", "content": "hi", "surprise": 1}, {"user_id": "u", "content": "hi", "timestamp": "x"},
+                [1, 2], "text"):
+        a = client.post("/v1/messages", json=bad)
+        b = client.post("/v1/messages", params={"stream": "false"}, json=bad)
+        assert a.status_code == b.status_code == 422 and a.json() == b.json(), (bad, a.text, b.text)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        a = client.post("/v1/messages", content=json.dumps(body), headers={"content-type": content_type})
+        b = client.post("/v1/messages", params={"stream": "false"}, content=json.dumps(body),
+                        headers={"content-type": content_type})
+        assert a.status_code == b.status_code == 422 and a.json() == b.json()
+
+
 def test_invalid_json_and_invalid_utf8_get_422(client: httpx.Client) -> None:
     headers = {"content-type": "application/json"}
     bad_utf8 = client.post("/v1/messages", content=b'{"user_id": "u", "content": "\xff\xfe"}', headers=headers)
