@@ -93,8 +93,9 @@ def decode_members(members: list[bytes]) -> list[Record]:
     """Records from stored members; those not seen lately parsed and validated in one go (pydantic's JSON parser).
 
     A fair read returns mostly the records the previous reads of the same histories returned (a
-    namespace's board changes by a record or two per message), and validating ~140 records cost
-    ~0.5 ms per message. A member is immutable (its sequence number makes it unique in its history)
+    namespace's board changes by a record or two per message): in ``wxhelper bench serve`` 97 % of
+    the ~50 records a message reads were decoded before, and validating them cost ~3.5 µs each.
+    A member is immutable (its sequence number makes it unique in its history)
     and a :class:`Record` is frozen, so a record decoded once is the record those bytes always
     decode to: it is kept by its member, first in first out, at most ``DECODED_CACHE_SIZE``.
     """
