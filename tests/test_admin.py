@@ -553,6 +553,44 @@ async def test_the_recorder_adds_the_events_of_a_loop_turn_in_one_call(data_dir:
     assert {e["message_id"] for e in listed} == {r.message_id for r in replies}
 
 
+async def test_the_recorder_waits_briefly_for_more_messages_and_keeps_their_times(data_dir: Path) -> None:
+    """Messages observed one after another within BATCH_WAIT are added together (each was a round trip
+    of its own before, even under load); every event keeps the time its message was handled."""
+    import asyncio
+    import time
+
+    from wxhelper import Host, Settings
+    from wxhelper import events as events_module
+    from wxhelper.events import EventRecorder
+
+    calls: list[int] = []
+
+    class Counting(MemoryEventLog):
+        async def add_many(self, events):  # type: ignore[no-untyped-def]
+            calls.append(len(events))
+            return await super().add_many(events)
+
+    assert events_module.BATCH_WAIT >= 0.02
+    async with Host(Settings(data_dir=str(data_dir), embedding="hashed", console_events=0)) as host:
+        handled: list[tuple] = []
+        host.add_observer(lambda *args: handled.append(args))
+        for i in range(4):
+            await host.handle({"user_id": f"u{i}", "content": f"第{i}条：三亚住哪里方便"})
+        host.settings.console_events = 100
+        recorder = EventRecorder(host)
+        recorder._log = Counting(100)
+        observed = []
+        for args in handled:  # one message every few milliseconds, each in a loop turn of its own
+            observed.append(time.time())
+            recorder(*args)
+            await asyncio.sleep(events_module.BATCH_WAIT / 8)
+        await recorder.flush()
+        listed = list(reversed(await recorder.log.recent(10)))
+    assert sum(calls) == 4 and len(calls) < 4 and recorder.recorded == 4
+    assert [e["content"] for e in listed] == [f"第{i}条：三亚住哪里方便" for i in range(4)]
+    assert [e["time"] for e in listed] == pytest.approx(observed, abs=0.005)
+
+
 async def test_an_observer_that_raises_never_fails_a_message(data_dir: Path) -> None:
     from wxhelper import Host, Settings
 
