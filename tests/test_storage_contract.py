@@ -516,3 +516,27 @@ async def test_begin_turn_makes_the_fair_reads_under_the_lease(turn_store: Histo
     await store.release_lease(lease, nxt.token)
     replay = await begin_turn(store, lease, 30, "b", "m2", '{"n":2}', NOW, reads=reads)
     assert replay.earlier == '"r2"' and replay.reads is None
+
+
+async def test_a_fair_read_that_fails_in_the_begin_step_leaves_the_turn_begun(redis_url: str) -> None:
+    """The reads ride in the begin script after the lease and the inbox entry are written; a read that
+    raises there (malformed data) must not fail the turn: it begins, and the caller reads alone (and
+    gets the store's error from that read, as it would have without the ride)."""
+    from wxhelper.storage.redis import RedisStore, history_tag
+    from wxhelper.storage.turns import begin_turn, fair_read_many
+
+    store = RedisStore(f"{redis_url}?prefix=t{uuid.uuid4().hex[:12]}:")
+    try:
+        board = HistoryKey.shared("namespace", "broken")
+        await store.append(board, rec("u1", "b1", NOW - 5), max_per_user=10, ttl=600)
+        base = f"{store.prefix}{{{history_tag(board)}}}:"
+        await store.client.hset(base + "head", "u1", f"{NOW - 5!r}|not a stored member")  # no header to parse
+        reads = [(board, FairQuery(10, 1000))]
+        with pytest.raises(StoreError):
+            await fair_read_many(store, reads)
+        start = await begin_turn(store, "source:{broken}", 30, "b", "m1", '{"n":1}', NOW, reads=reads)
+        assert start.token is not None and start.reads is None
+        assert await store.inbox_pending() == [("b", "m1", '{"n":1}', None)]
+        assert (await begin_turn(store, "source:{broken}", 30, "b", "m2", "{}", NOW)).busy  # the lease is held
+    finally:
+        await store.close()

@@ -487,10 +487,12 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         binding_field = self._binding_field(binding_of, bot_id) if binding_of is not None else ""
         keys = [self._lease_key(lease), self._reply_key(field), *self._inbox_keys, self.bindings]
         args: list[Any] = [max(1, int(ttl * 1000)), field, payload, binding_field]
+        wanted = 0
         if reads and self._can_read_many(reads):
             read_keys, read_args = self._read_many_args(reads)
             keys += read_keys
             args += read_args
+            wanted = read_args[0]
         else:
             reads = None
             args.append(0)
@@ -502,7 +504,7 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
             return TurnStart(final=result[1].decode("utf-8"))
         earlier, binding = result[2], result[3]
         read = None
-        if reads is not None and state == 2:
+        if reads is not None and state == 2 and (result[4] is not None or not wanted):  # None: a read failed
             read = self._read_many_results(reads, result[4] or [])
         return TurnStart(token=int(result[1]), earlier=earlier.decode("utf-8") if earlier is not None else None,
                          binding=binding.decode("utf-8") if binding is not None else None,

@@ -518,8 +518,13 @@ else
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
   redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[2])
 end
+-- the reads cannot fail the turn: the lease and the entry are written already (a script is not
+-- rolled back), so a read that raises (malformed data) leaves reads false and the caller reads alone
 local reads = false
-if (tonumber(ARGV[5]) or 0) > 0 then reads = fair_many(KEYS, ARGV, 7, 5) end
+if (tonumber(ARGV[5]) or 0) > 0 then
+  local ok, got = pcall(fair_many, KEYS, ARGV, 7, 5)
+  if ok then reads = got end
+end
 return {2, token, false, binding, reads}
 """
 
