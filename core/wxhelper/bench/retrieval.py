@@ -250,6 +250,11 @@ def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_paths: tuple
     """Recall@1/@3 and MRR per embedding and evaluation set (all, paraphrases, English), index and query speed."""
     import os
 
+    from ..blas import one_blas_thread
+
+    # searches as `wxhelper serve` makes them: with one BLAS thread (else a 4096-dimension `hashed`
+    # search swings from 0.07 to 8 ms as OpenBLAS's threads fight the machine's other work)
+    blas = "1 BLAS thread, as in `wxhelper serve`" if one_blas_thread() else "BLAS threads as the environment sets them"
     sets = {Path(p).stem: load_eval(p) for p in (eval_paths or default_eval_paths())}
     items = [item for group in sets.values() for item in group]
     specs = list(embeddings) or ["use", "hashed"]
@@ -288,5 +293,5 @@ def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_paths: tuple
                    f"{r[f'query_cpu_ms_{CONCURRENT}_concurrent']} ms")
     click.echo("")
     click.echo(f"(p50/p99 over {repeats} searches per query, query-vector cache emptied before each; "
-               f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "
+               f"{os.cpu_count()} CPUs, {blas}, load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: "
                "speeds fall with the machine's load)")

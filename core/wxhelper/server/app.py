@@ -21,7 +21,6 @@ import gc
 import io
 import json
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Literal, Optional
@@ -34,6 +33,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
+from ..blas import one_blas_thread
 from ..fairness import ALGORITHMS
 from ..host import Host
 from ..messages import MAX_ID_CHARS, InboundMessage, Record, Reply, _check_id
@@ -588,26 +588,6 @@ async def _csv(first: Optional[dict[str, Any]], rest: AsyncIterator[dict[str, An
 
 GC_YOUNG_THRESHOLD = 7000
 """Allocations between two collections of the youngest generation in a server worker (Python's default: 700)."""
-
-BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def one_blas_thread() -> bool:
-    """Limit numpy's BLAS to one thread in this process, unless the operator set a thread count.
-
-    A server's parallelism is its concurrent requests and its workers; a BLAS pool per worker on
-    top (the ``use`` embedding runs on numpy) only makes the threads fight for the same cores:
-    measured here, 2 BLAS threads per worker cut throughput threefold (docs/performance.md).
-    """
-    if any(os.environ.get(name) for name in BLAS_THREAD_VARS):
-        return False
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return False
-    threadpool_limits(limits=1, user_api="blas")
-    return True
-
 
 def freeze_startup_objects() -> None:
     """Move everything alive after start (plugins, the embedding model, Chroma's client: ~200 000
