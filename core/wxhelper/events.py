@@ -219,7 +219,8 @@ EventMatch = Callable[[dict[str, Any]], bool]
 
 
 class EventLog(ABC):
-    """A bounded, ordered log of events; ids are strings that sort in the order events were added.
+    """A bounded, ordered log of events. An id is an opaque cursor to pass back to :meth:`after`: it
+    does not sort as a string (a ring buffer's "…-10" is newer than its "…-9").
 
     Listing and following give each event's :func:`summary` (about 1 KB); :meth:`get` gives the
     whole event (tens of KB: the prompt), so an open console costs little per message.
