@@ -157,3 +157,133 @@ async def test_https_verifies_the_server_certificate(tmp_path: Path) -> None:
         await strict.aclose()
     finally:
         server.close()
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server answering each request with the next of ``answers`` (raw bytes;
+    ``None`` hangs up without answering), counting the connections it was opened."""
+
+    def __init__(self, answers: list) -> None:  # type: ignore[type-arg]
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")][0])
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower():
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def completion(text: str) -> bytes:
+    return b'{"choices": [{"message": {"role": "assistant", "content": "%s"}}]}' % text.encode()
+
+
+def sized(text: str, extra: bytes = b"") -> bytes:
+    body = completion(text)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        extra, len(body), body)
+
+
+async def test_answers_kept_alive_chunked_and_up_to_the_close_are_read_whole() -> None:
+    """The three ways an HTTP/1.1 server frames a body; one connection serves every call until the
+    server says it closes it, and a 100 Continue before the answer is skipped."""
+    body = completion("分块")
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"%x;ext=1\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n" % (len(body) - 10, body[10:])
+               + b"0\r\nX-Trailer: yes\r\n\r\n")
+    until_close = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + completion("到关闭")
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + sized("继续")
+    raw = RawServer([sized("一"), chunked, interim, sized("二", b"Connection: close\r\n"), until_close, sized("三")])
+    async with raw as url:
+        llm = llm_for(url, llm_max_retries=0, llm_timeout=5)
+        try:
+            answers = [await llm.complete(PROMPT) for _ in range(6)]
+        finally:
+            await llm.close()
+    assert answers == ["一", "分块", "继续", "二", "到关闭", "三"]
+    assert raw.connections == 3  # kept alive for the first four, then a new one after each close
+    assert all(request.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for request in raw.requests)
+
+
+async def test_a_server_that_hangs_up_or_cuts_the_body_is_a_connection_error_and_the_next_call_works() -> None:
+    cut = sized("被截断的回答", b"Connection: close\r\n")[:-5]  # 5 bytes short, then the server closes
+    raw = RawServer([None, cut, sized("好了")])
+    async with raw as url:
+        llm = llm_for(url, llm_max_retries=0, llm_timeout=5)
+        try:
+            with pytest.raises(LLMError, match="APIConnectionError"):
+                await llm.complete(PROMPT)  # hung up without answering: never sent twice
+            assert len(raw.requests) == 1
+            with pytest.raises(LLMError, match="APIConnectionError"):
+                await llm.complete(PROMPT)
+            assert await llm.complete(PROMPT) == "好了"
+        finally:
+            await llm.close()
+    assert len(raw.requests) == 3
+
+
+async def test_a_bad_status_line_or_chunk_is_an_error_not_an_answer() -> None:
+    raw = RawServer([b"HTTP/1.1 2OO OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                     sized("正常")])
+    async with raw as url:
+        llm = llm_for(url, llm_max_retries=0, llm_timeout=5)
+        try:
+            for _ in range(2):
+                with pytest.raises(LLMError, match="APIConnectionError"):
+                    await llm.complete(PROMPT)
+            assert await llm.complete(PROMPT) == "正常"
+        finally:
+            await llm.close()
+
+
+async def test_connections_are_given_back_to_the_pool_after_errors_and_unread_bodies() -> None:
+    """With one connection allowed, every call finishes (a leaked slot would hang the next one,
+    which the pool timeout turns into an error)."""
+    import httpx2
+
+    raw = RawServer([sized("一"), None, sized("二"), sized("三"), sized("四")])
+    async with raw as url:
+        client = lean_http_client(limits=httpx2.Limits(max_connections=1), timeout=httpx2.Timeout(2.0, pool=0.5))
+        assert uses_lean_backend(client)
+        try:
+            endpoint = url + "/chat/completions"
+            assert (await client.post(endpoint, content=b"{}")).json()["choices"][0]["message"]["content"] == "一"
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await client.post(endpoint, content=b"{}")
+            async with client.stream("POST", endpoint, content=b"{}") as response:
+                assert response.status_code == 200  # closed without reading the body
+            assert (await client.post(endpoint, content=b"{}")).json()["choices"][0]["message"]["content"] == "三"
+            traced: list[str] = []
+
+            async def trace(name: str, info: dict) -> None:  # type: ignore[type-arg]
+                traced.append(name)
+
+            # an extension the lean transport does not speak: httpx's own transport answers it
+            response = await client.post(endpoint, content=b"{}", extensions={"trace": trace})
+            assert response.json()["choices"][0]["message"]["content"] == "四" and traced
+        finally:
+            await client.aclose()

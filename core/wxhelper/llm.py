@@ -92,7 +92,7 @@ class LLM:
         async def call():  # type: ignore[no-untyped-def]
             # The body's bytes, not a ChatCompletion: building that model field by field costs more CPU
             # than the one string the host needs from it (status errors are raised by the client as before).
-            return await client.post("/chat/completions", cast_to=bytes, body=self._body(messages))
+            return await client.post("/chat/completions", cast_to=bytes, content=self._body(messages))
 
         return answer_text(await self._with_retries(call, deadline))
 
@@ -105,7 +105,7 @@ class LLM:
             sent = False
             try:
                 stream = await client.post("/chat/completions", cast_to=ChatCompletion,
-                                           body=self._body(messages, stream=True),
+                                           content=self._body(messages, stream=True),
                                            stream=True, stream_cls=AsyncStream[ChatCompletionChunk])
                 async for chunk in stream:
                     if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
