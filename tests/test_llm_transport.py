@@ -287,3 +287,28 @@ async def test_connections_are_given_back_to_the_pool_after_errors_and_unread_bo
             assert response.json()["choices"][0]["message"]["content"] == "四" and traced
         finally:
             await client.aclose()
+
+
+async def test_the_remembered_urls_follow_the_base_url() -> None:
+    """The client and httpx remember a path's URL per base_url (llm_transport.UrlMemo): the URLs are
+    the ones the libraries build, and a new base_url sends to the new server."""
+    from openai import AsyncOpenAI
+
+    one, two = RawServer([sized("一号"), sized("一号")]), RawServer([sized("二号")])
+    async with one as url_one, two as url_two:
+        llm = llm_for(url_one, llm_max_retries=0, llm_timeout=5)
+        client = llm._client
+        assert client is not None and isinstance(client, AsyncOpenAI)
+        try:
+            for path in ("/chat/completions", "chat/completions", "/models?x=1"):
+                assert client._prepare_url(path) == AsyncOpenAI._prepare_url(client, path)
+            assert [await llm.complete(PROMPT) for _ in range(2)] == ["一号", "一号"]
+            client.base_url = url_two
+            assert await llm.complete(PROMPT) == "二号"
+            http = client._client
+            assert type(http)._merge_url is not type(http).__mro__[1]._merge_url
+            assert http._merge_url("https://elsewhere.example/v1/x") == type(http).__mro__[1]._merge_url(
+                http, "https://elsewhere.example/v1/x")
+        finally:
+            await llm.close()
+    assert len(one.requests) == 2 and len(two.requests) == 1

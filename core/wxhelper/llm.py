@@ -15,14 +15,14 @@ import json
 import logging
 import random
 import time
-from typing import AsyncIterator, Optional
+from typing import Any, AsyncIterator, Optional
 
 import orjson
 from openai import (APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI, AsyncStream,
                     OpenAIError, RateLimitError)
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from .llm_transport import lean_http_client
+from .llm_transport import UrlMemo, lean_http_client
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,25 @@ class LLMError(RuntimeError):
     """The LLM could not produce an answer (after the client's retries)."""
 
 
+class _Client(AsyncOpenAI):
+    """The ``openai`` client, with the URL of a request path parsed once per ``base_url``
+    (:class:`wxhelper.llm_transport.UrlMemo`); everything else is the client's own."""
+
+    def _prepare_url(self, url: str, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:  # a signature the memo does not know: the client's own
+            return super()._prepare_url(url, *args, **kwargs)
+        memo = self.__dict__.get("_wxhelper_url_memo")
+        if memo is None:
+            memo = self.__dict__["_wxhelper_url_memo"] = UrlMemo()
+        return memo.get(getattr(self, "_base_url", None), url, super()._prepare_url)
+
+
 class LLM:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: Optional[AsyncOpenAI] = None
         if settings.openai_api_key:
-            self._client = AsyncOpenAI(
+            self._client = _Client(
                 api_key=settings.openai_api_key,
                 base_url=settings.openai_base_url or None,
                 timeout=settings.llm_timeout,

@@ -27,6 +27,7 @@ through the environment keep httpx's own transports.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -565,6 +566,52 @@ class _ResponseBody:
         self._finish()
 
 
+#: URLs remembered per client (the host sends to one or two; a full memo is emptied, not grown).
+URL_MEMO_SIZE = 64
+
+
+class UrlMemo:
+    """The URL a client builds from a path and its ``base_url``, parsed once instead of on every call.
+
+    The ``openai`` client and httpx each parse the request's URL again on every call (joining
+    ``/chat/completions`` to ``base_url``: ~0.07 ms each, a tenth of the client's CPU per call).
+    Both return an immutable URL, so the result for the same string and the same ``base_url``
+    object is reused; setting ``base_url`` (a new object) empties the memo.
+    """
+
+    def __init__(self) -> None:
+        self._base: object = None
+        self._urls: dict[str, Any] = {}
+
+    def get(self, base: object, url: object, build: Any) -> Any:
+        if type(url) is not str:
+            return build(url)
+        if base is not self._base:
+            self._base, self._urls = base, {}
+        found = self._urls.get(url)
+        if found is None:
+            if len(self._urls) >= URL_MEMO_SIZE:
+                self._urls = {}
+            found = self._urls[url] = build(url)
+        return found
+
+
+@functools.lru_cache(maxsize=None)
+def _memo_client_class(base: type) -> type:
+    """``base`` (the ``openai`` client's httpx client class) with its URL merge remembered (:class:`UrlMemo`)."""
+
+    class LeanAsyncHttpxClient(base):  # type: ignore[valid-type, misc]
+        def _merge_url(self, url: Any, *args: Any, **kwargs: Any) -> Any:
+            if args or kwargs:  # a signature the memo does not know: httpx's own
+                return super()._merge_url(url, *args, **kwargs)
+            memo = self.__dict__.get("_wxhelper_url_memo")
+            if memo is None:
+                memo = self.__dict__["_wxhelper_url_memo"] = UrlMemo()
+            return memo.get(getattr(self, "_base_url", None), url, super()._merge_url)
+
+    return LeanAsyncHttpxClient
+
+
 def lean_http_client(**kwargs: Any) -> Any:
     """The ``openai`` client's default async httpx client, sending through :class:`LeanTransport`
     (with :class:`LeanBackend` under httpx's own pool for what it hands on). When this httpx/httpcore
@@ -573,7 +620,10 @@ def lean_http_client(**kwargs: Any) -> Any:
     transport stays in place (logged), so an upgrade can cost speed but never break the LLM calls."""
     from openai import DefaultAsyncHttpxClient
 
-    client = DefaultAsyncHttpxClient(**kwargs)
+    if callable(getattr(DefaultAsyncHttpxClient, "_merge_url", None)):
+        client = _memo_client_class(DefaultAsyncHttpxClient)(**kwargs)
+    else:
+        client = DefaultAsyncHttpxClient(**kwargs)
     transport = getattr(client, "_transport", None)
     pool = getattr(transport, "_pool", None)
     core = sys.modules.get(type(pool).__module__.split(".")[0]) if pool is not None else None
