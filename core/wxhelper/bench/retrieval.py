@@ -237,7 +237,7 @@ def default_eval_paths() -> list[Path]:
 
 @bench.command("retrieval")
 @click.option("--embedding", "embeddings", multiple=True,
-              help="Embedding spec to measure (repeatable). Default: use and hashed.")
+              help="Embedding spec to measure (repeatable). Default: use, use:int8 and hashed.")
 @click.option("--hybrid/--no-hybrid", default=True, show_default=True,
               help="Also measure each embedding fused with BM25 by reciprocal rank.")
 @click.option("--eval", "eval_paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
@@ -257,7 +257,7 @@ def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_paths: tuple
     blas = "1 BLAS thread, as in `wxhelper serve`" if one_blas_thread() else "BLAS threads as the environment sets them"
     sets = {Path(p).stem: load_eval(p) for p in (eval_paths or default_eval_paths())}
     items = [item for group in sets.values() for item in group]
-    specs = list(embeddings) or ["use", "hashed"]
+    specs = list(embeddings) or ["use", "use:int8", "hashed"]
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="wxhelper-bench-") as tmp:

