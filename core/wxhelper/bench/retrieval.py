@@ -3,7 +3,7 @@
 For each embedding (and, with ``--hybrid``, each embedding fused with BM25 by
 reciprocal rank) the plugins' corpora are indexed into a fresh embedded Chroma
 in a temporary directory, then every query of the labelled evaluation sets is
-searched in its namespace. Five sets are kept in ``tests/data/``:
+searched in its namespace. Six sets are kept in ``tests/data/``:
 ``retrieval_eval.jsonl``, the set that retrieval was tuned on;
 ``retrieval_heldout.jsonl``, written and committed before any tuning and never
 tuned on (a change is adopted only when it helps on both);
@@ -11,7 +11,9 @@ tuned on (a change is adopted only when it helps on both);
 to the other sets, which confirmed the question weight chosen on the first two;
 ``retrieval_heldout3.jsonl`` (session 4), written blind as well, which
 rejected the document score chosen on the tuning set (docs/performance.md); and
-``retrieval_heldout4.jsonl`` (session 5), written blind as well, not yet used
+``retrieval_heldout4.jsonl`` (session 5), written blind as well, which
+rejected session 6's eight question items per section; and
+``retrieval_heldout5.jsonl`` (session 6), written blind as well, not yet used
 to decide anything.
 Reported per set:
 
@@ -49,6 +51,7 @@ HELDOUT_NAME = "retrieval_heldout.jsonl"
 HELDOUT2_NAME = "retrieval_heldout2.jsonl"
 HELDOUT3_NAME = "retrieval_heldout3.jsonl"
 HELDOUT4_NAME = "retrieval_heldout4.jsonl"
+HELDOUT5_NAME = "retrieval_heldout5.jsonl"
 SEARCH_K = 10
 #: Searches in flight for the concurrent CPU figure (as the HTTP host does, from worker threads).
 CONCURRENT = 8
@@ -230,7 +233,7 @@ def _row(result: EvalResult, group: Optional[str] = None) -> dict[str, Any]:
 def default_eval_paths() -> list[Path]:
     """The tuning set, and the held-out sets that are there."""
     paths = [default_eval_path(EVAL_NAME)]
-    for name in (HELDOUT_NAME, HELDOUT2_NAME, HELDOUT3_NAME, HELDOUT4_NAME):
+    for name in (HELDOUT_NAME, HELDOUT2_NAME, HELDOUT3_NAME, HELDOUT4_NAME, HELDOUT5_NAME):
         try:
             paths.append(default_eval_path(name))
         except click.ClickException:
@@ -245,7 +248,7 @@ def default_eval_paths() -> list[Path]:
               help="Also measure each embedding fused with BM25 by reciprocal rank.")
 @click.option("--eval", "eval_paths", type=click.Path(exists=True, dir_okay=False, path_type=Path), multiple=True,
               help=f"A labelled set (repeatable; default: tests/data/{EVAL_NAME}, {HELDOUT_NAME}, {HELDOUT2_NAME} "
-                   f"{HELDOUT3_NAME} and {HELDOUT4_NAME}).")
+                   f"{HELDOUT3_NAME}, {HELDOUT4_NAME} and {HELDOUT5_NAME}).")
 @click.option("--repeats", default=3, show_default=True, help="Searches per query for the latency figures.")
 @click.option("--json", "as_json", is_flag=True)
 def retrieval_bench(embeddings: tuple[str, ...], hybrid: bool, eval_paths: tuple[Path, ...], repeats: int,
