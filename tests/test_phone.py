@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
-from wxhelper.phone import find_phone_numbers, has_phone_number, mask_phone_numbers
+from wxhelper.phone import MIN_DIGITS, _find, find_phone_numbers, has_phone_number, mask_phone_numbers
 
 ACCEPTED = [
     ("电话13812345678", "+8613812345678"),
@@ -64,3 +66,28 @@ def test_masking_hides_the_middle_digits():
     masked = mask_phone_numbers("联系 13812345678 或 010-12345678")
     assert "13812345678" not in masked and "12345678" not in masked.replace("138****5678", "")
     assert "138****5678" in masked
+
+
+SHORT_NUMBERS = ["+86 10 123456", "010-123456", "138 1234", "+86 138", "０１０-１２３"]
+"""Texts whose digits are too few for any number (they skip libphonenumber's matcher)."""
+
+
+@pytest.mark.parametrize("text", SHORT_NUMBERS)
+def test_texts_with_too_few_digits_hold_no_number_by_the_matcher_either(text):
+    assert _find(text) == ()
+    assert find_phone_numbers(text) == []
+
+
+def test_every_accepted_number_has_enough_digits_for_the_shortcut():
+    # The shortcut's premise, on the accepted table and the shortest numbers libphonenumber calls valid.
+    for text, _e164 in ACCEPTED:
+        assert sum(ch.isdecimal() for ch in text) >= MIN_DIGITS
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    assert min(metadata.fixed_line.possible_length + metadata.mobile.possible_length) >= MIN_DIGITS
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789０１２３４５６７８９+-() （）电话号码abc ,.#\n٣"), max_size=40))
+def test_the_digit_shortcut_never_changes_an_answer(text):
+    # Whatever the text, the answer is libphonenumber's (the shortcut only skips texts it would reject).
+    assert find_phone_numbers(text) == list(_find(text))

@@ -10,6 +10,7 @@ written without their area code).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
@@ -50,8 +51,22 @@ def _acceptable(raw: str, number: phonenumbers.PhoneNumber) -> bool:
     return digits.startswith("0") or digits.startswith("+86")
 
 
+MIN_DIGITS = 7
+"""Fewer decimal digits than this in a text, and it holds no number the filter accepts: a valid Chinese
+number has at least 7 national digits (a landline's shortest, in libphonenumber's metadata; a mobile has
+11), and the matcher only reads decimal digits (Unicode ``Nd``, what ``\\d`` matches)."""
+_ENOUGH_DIGITS = re.compile(r"(?:\d\D*){%d}" % MIN_DIGITS)
+
+
 def find_phone_numbers(text: str) -> list[str]:
-    """Return the valid numbers in ``text`` in E.164 form (``+8613812345678``), in order of appearance."""
+    """Return the valid numbers in ``text`` in E.164 form (``+8613812345678``), in order of appearance.
+
+    Most chat messages carry fewer than :data:`MIN_DIGITS` digits and cannot hold a number: they are
+    answered without libphonenumber's matcher (~35 µs for a short message, on every chat message's
+    path as the shared histories' record filter; the regular expression ~1 µs).
+    """
+    if _ENOUGH_DIGITS.search(text) is None:
+        return []
     return list(_find_cached(text)) if len(text) <= 20000 else list(_find(text))
 
 
