@@ -1,8 +1,9 @@
 """``wxhelper bench serve``: the HTTP service's throughput and the host's own overhead, 1 and 2 workers.
 
 Starts, all on loopback and stopped at the end: a ``redis-server`` on a free port (the history
-store every worker shares), the stand-in LLM (:class:`wxhelper.fake_llm.FakeLLM`) in a process of
-its own, and ``wxhelper serve --workers N``. This process drives it over HTTP (a lean keep-alive HTTP/1.1 client,
+store every worker shares), the stand-in LLM in a process of its own (:mod:`wxhelper.bench.stand_in`,
+one asyncio loop; ``--stand-in fakellm``: the tests' :class:`wxhelper.fake_llm.FakeLLM`, as before
+session 6), and ``wxhelper serve --workers N``. This process drives it over HTTP (a lean keep-alive HTTP/1.1 client,
 a fixed number of requests in flight) with a fixed count of messages across many sources (groups
 and private chats) and the four namespaces, after a warm-up that is not counted.
 
@@ -230,9 +231,12 @@ def _pct(values: list[float], q: float) -> float:
               help="Messages sent afterwards one at a time: the host's overhead without queueing.")
 @click.option("--workers", "worker_counts", default="1,2", show_default=True, help="Worker counts to run.")
 @click.option("--store", type=click.Choice(["redis", "sqlite"]), default="redis", show_default=True)
+@click.option("--stand-in", "stand_in", type=click.Choice(["lean", "fakellm"]), default="lean", show_default=True,
+              help="The stand-in LLM: lean (wxhelper.bench.stand_in, one asyncio loop) or fakellm (the tests' FakeLLM, "
+                   "as in the figures before session 6).")
 @click.option("--json", "as_json", is_flag=True)
 def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: int, worker_counts: str, store: str,
-                as_json: bool) -> None:
+                stand_in: str, as_json: bool) -> None:
     """Throughput and host overhead of `wxhelper serve` (Redis, stand-in LLM, loopback) for 1 and 2 workers."""
     counts = [int(w) for w in worker_counts.split(",") if w.strip()]
     note = ""
@@ -250,8 +254,9 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
     try:
         if store == "redis":
             redis = _Redis(workdir)
-        fake = subprocess.Popen([sys.executable, "-c", FAKE_LLM_SCRIPT], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        stand_in_cmd = ([sys.executable, "-m", "wxhelper.bench.stand_in", "--api-key", "test-key"] if stand_in == "lean"
+                        else [sys.executable, "-c", FAKE_LLM_SCRIPT])
+        fake = subprocess.Popen(stand_in_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert fake.stdout is not None
         llm_url = fake.stdout.readline().strip()
         token = "bench-token"
@@ -309,13 +314,14 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
         shutil.rmtree(workdir, ignore_errors=True)
     load = os.getloadavg()
     if as_json:
-        click.echo(json.dumps({"note": note, "rows": rows, "loadavg": load}, ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"note": note, "stand_in": stand_in, "rows": rows, "loadavg": load}, ensure_ascii=False,
+                              indent=2))
         return
     if note:
         click.echo(f"note: {note}")
     from ..settings import Settings
 
-    click.echo(f"embedding: {Settings().embedding} (WXHELPER_EMBEDDING); stand-in LLM on loopback; "
+    click.echo(f"embedding: {Settings().embedding} (WXHELPER_EMBEDDING); stand-in LLM ({stand_in}) on loopback; "
                f"{sources} sources, 4 namespaces")
     click.echo(f"machine: {os.cpu_count()} CPUs, load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
                "(1 / 5 / 15 min; anything above what this benchmark runs is other work on the machine)")
