@@ -38,6 +38,7 @@ from pydantic import TypeAdapter
 
 from ..messages import Record
 from . import redis_lua
+from .redis_pack import use_hiredis_packing
 from .base import Categories, FairQuery, HistoryKey, HistoryStore, Inbox, KeyFilter, Leases, StoreError
 from .turns import HistoryWrite, TurnStart, begin_turn_stepwise, finish_turn_stepwise
 
@@ -214,7 +215,7 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
         if parsed.scheme in ("redis", "rediss"):
             rest = urlencode(query)
             base = parsed._replace(query=rest).geturl()
-            return Redis.from_url(base, **common)
+            return use_hiredis_packing(Redis.from_url(base, **common))
         hosts, username, password = _hosts(parsed.netloc, 26379 if parsed.scheme == "redis+sentinel" else 6379)
         if query.get("ssl") in ("1", "true", "yes"):
             common["ssl"] = True
@@ -234,7 +235,7 @@ class RedisStore(HistoryStore, Inbox, Leases, Categories):
                                                     "socket_connect_timeout": self.timeout,
                                                     "password": query.get("sentinel_password")},
                             **common)
-        return sentinel.master_for(master, db=db, username=username, password=password)
+        return use_hiredis_packing(sentinel.master_for(master, db=db, username=username, password=password))
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _call(self, what: str, coro: Awaitable[T]) -> T:
