@@ -93,9 +93,13 @@ READ_BODY = r"""
 -- KEYS: 1 users zset, 2 head hash
 -- ARGV: 1 user key prefix, 2 algorithm (or '__candidates__'), 3 max_records, 4 max_chars,
 --       5 since, 6 time-decay scale, 7.. user, weight pairs
+-- Every step runs in the Lua interpreter, so the state of a user is held in parallel arrays indexed by
+-- the user's rank (no table per user), a user's newest record is kept as the head hash gave it (no
+-- table per user either), and scores are asked of Redis only by the algorithms that read them (Redis
+-- formats every score it returns with printf, ~1 us each).
 local ukp, algo = ARGV[1], ARGV[2]
 local M, C, since, scale = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local find, sub, byte = string.find, string.sub, string.byte
+local find, sub, byte, call, sha1 = string.find, string.sub, string.byte, redis.call, redis.sha1hex
 
 local function bytelt(a, b)
   local la, lb = #a, #b
@@ -109,98 +113,127 @@ local function bytelt(a, b)
 end
 
 -- the M most recently active users (ties: user id ascending, byte order = code point order)
-local raw = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', since, 'WITHSCORES', 'LIMIT', 0, M)
-local users, scores = {}, {}
+local raw = call('ZREVRANGEBYSCORE', KEYS[1], '+inf', since, 'WITHSCORES', 'LIMIT', 0, M)
+local users, scores, nu = {}, {}, 0
+local nraw = #raw
 local i = 1
-while i <= #raw do
+while i <= nraw do
   local s = raw[i + 1]
   local j = i
-  while j + 2 <= #raw and raw[j + 3] == s do j = j + 2 end
-  local g = j
-  while g >= i do users[#users + 1] = raw[g]; scores[#scores + 1] = s; g = g - 2 end
+  while j + 2 <= nraw and raw[j + 3] == s do j = j + 2 end
+  for g = j, i, -2 do nu = nu + 1; users[nu] = raw[g]; scores[nu] = s end
   i = j + 2
 end
-if #users == M and M > 0 then
+if nu == M and M > 0 then
   local s = scores[M]
   local have = 0
   for x = 1, M do if scores[x] == s then have = have + 1 end end
-  if redis.call('ZCOUNT', KEYS[1], s, s) > have then
+  if call('ZCOUNT', KEYS[1], s, s) > have then
     for x = M, M - have + 1, -1 do users[x] = nil; scores[x] = nil end
-    local tied = redis.call('ZRANGEBYSCORE', KEYS[1], s, s, 'LIMIT', 0, have)
-    for x = 1, #tied do users[#users + 1] = tied[x]; scores[#scores + 1] = s end
+    nu = M - have
+    local tied = call('ZRANGEBYSCORE', KEYS[1], s, s, 'LIMIT', 0, have)
+    for x = 1, #tied do nu = nu + 1; users[nu] = tied[x]; scores[nu] = s end
   end
 end
 
--- a user's records: u.r = {member1, score1, member2, score2, ...}, newest first, fetched lazily
--- (the newest comes from the head hash, for every user in one HMGET)
-local function fetch(u, n)
-  if not u.key then u.key = ukp .. redis.sha1hex(u.id) end
-  local res = redis.call('ZREVRANGEBYSCORE', u.key, '+inf', since, 'WITHSCORES', 'LIMIT', u.n, n)
-  if u.n == 0 then
-    u.r = res
+local decay = (algo == 'time_decay' or algo == 'hybrid') and scale and scale > 0
+-- a fetched record is a member (st 1) or a member and its score (st 2: the algorithms that read timestamps)
+local st = 1
+if algo == 'seed' or decay then st = 2 end
+
+-- the candidates, by rank: id, last activity, the head's member and timestamp (or false), records
+-- fetched after the head (lazily; false until the first fetch), how many are known, whether that is all
+local cid, clast, chm, chts, coff, crec, cn, cdone, ckey = {}, {}, {}, {}, {}, {}, {}, {}, {}
+local nc = 0
+
+local function fetch(r, cnt)
+  local key = ckey[r]
+  if not key then
+    key = ukp .. sha1(cid[r])
+    ckey[r] = key
+  end
+  local n = cn[r]
+  local res
+  if st == 2 then
+    res = call('ZREVRANGEBYSCORE', key, '+inf', since, 'WITHSCORES', 'LIMIT', n, cnt)
   else
-    local r = u.r
-    for x = 1, #res do r[#r + 1] = res[x] end
+    res = call('ZREVRANGEBYSCORE', key, '+inf', since, 'LIMIT', n, cnt)
   end
-  u.n = u.n + #res / 2
-  if #res < 2 * n then u.done = true end
+  local got = #res
+  local rec = crec[r]
+  if rec then
+    local m = #rec
+    for x = 1, got do rec[m + x] = res[x] end
+  else
+    crec[r] = res
+  end
+  cn[r] = n + got / st
+  if got < st * cnt then cdone[r] = true end
 end
-local function chars_of(m)
-  local a = find(m, ',', 17, true)
-  return tonumber(sub(m, 17, a - 1)), a
+local function member(r, k)
+  local off = coff[r]
+  if k <= off then return chm[r] end
+  return crec[r][st * (k - off - 1) + 1]
+end
+local function stamp(r, k)
+  local off = coff[r]
+  if k <= off then return chts[r] end
+  return crec[r][st * (k - off)]
 end
 
-local cand = {}
 local first = M
-if #users > 0 then first = math.min(M, math.ceil(M / #users)) end
+if nu > 0 then first = math.min(M, math.ceil(M / nu)) end
 if algo == '__candidates__' then first = M end
 local heads = {}
 local nsince = tonumber(since)
-for x = 1, #users, 1000 do
-  local got = redis.call('HMGET', KEYS[2], unpack(users, x, math.min(#users, x + 999)))
+for x = 1, nu, 1000 do
+  local got = call('HMGET', KEYS[2], unpack(users, x, math.min(nu, x + 999)))
   for y = 1, #got do heads[x + y - 1] = got[y] end
 end
-for x = 1, #users do
-  local u = {id = users[x], last = scores[x], n = 0, done = false, k = 0, cum = 0, qsum = 0.0, prev = 0.0,
-             f = 1.0, w = 1.0, key = false, r = false}
+for x = 1, nu do
   local h = heads[x]
+  local r = nc + 1
   if h then
     local bar = find(h, '|', 1, true)
     local ts = sub(h, 1, bar - 1)
     if tonumber(ts) >= nsince then
-      u.r = {sub(h, bar + 1), ts}
-      u.n = 1
-      if first > 1 then fetch(u, first - 1) end
-    else
-      u.done = true
+      cid[r], clast[r], chm[r], chts[r], coff[r], crec[r], cn[r], cdone[r], ckey[r] =
+        users[x], scores[x], sub(h, bar + 1), ts, 1, false, 1, false, false
+      nc = r
+      if first > 1 then fetch(r, first - 1) end
     end
   else
-    fetch(u, first)
+    cid[r], clast[r], chm[r], chts[r], coff[r], crec[r], cn[r], cdone[r], ckey[r] =
+      users[x], scores[x], false, false, 0, false, 0, false, false
+    fetch(r, first)
+    if cn[r] > 0 then nc = r end
   end
-  if u.n > 0 then cand[#cand + 1] = u end
 end
 
 if algo == '__candidates__' then
   local out = {}
-  for x = 1, #cand do
-    local u = cand[x]
-    local row = {u.id, u.last}
-    for k = 1, u.n do row[#row + 1] = u.r[2 * k - 1] end
-    out[#out + 1] = row
+  for r = 1, nc do
+    local row = {cid[r], clast[r]}
+    if coff[r] == 1 then row[3] = chm[r] end
+    local rec = crec[r]
+    if rec then
+      local p = #row
+      for x = 1, #rec do row[p + x] = rec[x] end
+    end
+    out[r] = row
   end
   return out
 end
 
 local out = {}
-if #cand == 0 then return out end
+if nc == 0 then return out end
 
 if algo == 'seed' then
-  local q = math.max(1, math.floor(M / #cand))
+  local q = math.max(1, math.floor(M / nc))
   local chosen = {}
-  for x = 1, #cand do
-    local u = cand[x]
-    if u.n < q and not u.done then fetch(u, q - u.n) end
-    for k = 1, math.min(q, u.n) do chosen[#chosen + 1] = {tonumber(u.r[2 * k]), u.id, u.r[2 * k - 1]} end
+  for r = 1, nc do
+    if cn[r] < q and not cdone[r] then fetch(r, q - cn[r]) end
+    for k = 1, math.min(q, cn[r]) do chosen[#chosen + 1] = {tonumber(stamp(r, k)), cid[r], member(r, k)} end
   end
   table.sort(chosen, function(a, b)
     if a[1] ~= b[1] then return a[1] > b[1] end
@@ -211,24 +244,24 @@ if algo == 'seed' then
   end)
   local total = 0
   for x = 1, math.min(M, #chosen) do
-    local n = chars_of(chosen[x][3])
+    local m = chosen[x][3]
+    local n = tonumber(sub(m, 17, find(m, ',', 17, true) - 1))
     if total + n > C then break end
     total = total + n
-    out[#out + 1] = chosen[x][3]
+    out[#out + 1] = m
   end
   return out
 end
 
-local decay = (algo == 'time_decay' or algo == 'hybrid') and scale > 0
 local quality = (algo == 'quality' or algo == 'hybrid')
 local weighted = (algo == 'weighted' or algo == 'hybrid')
 local weights = {}
 if weighted then for a = 7, #ARGV, 2 do weights[ARGV[a]] = tonumber(ARGV[a + 1]) end end
 local tref = 0
 if decay then
-  tref = tonumber(cand[1].r[2])
-  for x = 2, #cand do
-    local t = tonumber(cand[x].r[2])
+  tref = tonumber(stamp(1, 1))
+  for r = 2, nc do
+    local t = tonumber(stamp(r, 1))
     if t > tref then tref = t end
   end
 end
@@ -242,9 +275,9 @@ local function push(level, id, ch)
   local n = hn
   while n > 1 do
     local p = (n - n % 2) / 2
-    local pl = hl[p]
-    if level < pl or (level == pl and id < hi[p]) then
-      hl[n], hi[n], hc[n] = pl, hi[p], hc[p]
+    local lp = hl[p]
+    if level < lp or (level == lp and id < hi[p]) then
+      hl[n], hi[n], hc[n] = lp, hi[p], hc[p]
       n = p
     else
       break
@@ -252,8 +285,151 @@ local function push(level, id, ch)
   end
   hl[n], hi[n], hc[n] = level, id, ch
 end
-local function pop()
-  local level, id, ch = hl[1], hi[1], hc[1]
+
+-- a candidate's progress: records taken (k), their characters, quality sum, last level, time factor, weight
+local ck, ccum, cqsum, cprev, cf, cw = {}, {}, {}, {}, {}, {}
+-- every candidate's first event (level, chars), by rank: in rank order, so in id order
+local il, ic = {}, {}
+-- events made during the selection wait in a list (ql, qi, qc; the least is qml, qmi) and go to the
+-- heap only when the least of them could be next (most never do: pushing them would cost a sift each)
+local ql, qi, qc, qn, qml, qmi = {}, {}, {}, 0, 0, 0
+
+-- The next event of a user (k >= 2), into the waiting list. When its record is not fetched yet (and
+-- the level is a monotone function of the record: not for quality), a placeholder at a lower bound of
+-- its level instead; the record is fetched only if the placeholder comes first (then the real event
+-- is made: it sorts after the placeholder, so the order is exactly the full sort's). The list, the
+-- first events and the heap are one priority queue: what comes next is the least of the three.
+local lazy = not quality
+local function advance(r, fetched)
+  local k = ck[r] + 1
+  if k > M then return end
+  if k > cn[r] then
+    if cdone[r] then return end
+    if lazy and not fetched then
+      local lb, b = k / M, ccum[r] / C
+      if b > lb then lb = b end
+      lb = lb * cf[r] / cw[r]
+      if lb < cprev[r] then lb = cprev[r] end
+      local id = r * mult + k
+      if qn == 0 or lb < qml or (lb == qml and id < qmi) then qml, qmi = lb, id end
+      qn = qn + 1
+      ql[qn], qi[qn], qc[qn] = lb, id, -1
+      return
+    end
+    local n = cn[r]
+    if n < 4 then n = 4 end
+    fetch(r, n)
+    if k > cn[r] then return end
+  end
+  ck[r] = k
+  local off = coff[r]
+  local m
+  if k <= off then m = chm[r] else m = crec[r][st * (k - off - 1) + 1] end
+  local a = find(m, ',', 17, true)
+  local ch = tonumber(sub(m, 17, a - 1))
+  local cum = ccum[r] + ch
+  ccum[r] = cum
+  local base, b = k / M, cum / C
+  if b > base then base = b end
+  local factor = 1.0
+  if decay then
+    local t
+    if k <= off then t = chts[r] else t = crec[r][st * (k - off)] end
+    factor = 1.0 + (tref - tonumber(t)) / scale
+  end
+  cf[r] = factor
+  if quality then
+    local e = find(m, ',', a + 1, true)
+    local q = tonumber(sub(m, a + 1, e - 1)) or 0
+    local v = 1.0
+    if q > 0 then v = 1.0 + math.sqrt(q) end
+    local qs = cqsum[r] + v
+    cqsum[r] = qs
+    factor = factor * (k / qs)
+  end
+  local level = base * factor / cw[r]
+  if level < cprev[r] then level = cprev[r] end
+  cprev[r] = level
+  local id = r * mult + k
+  if qn == 0 or level < qml or (level == qml and id < qmi) then qml, qmi = level, id end
+  qn = qn + 1
+  ql[qn], qi[qn], qc[qn] = level, id, ch
+end
+
+-- every candidate's first event (advance's arithmetic for k = 1: the record is known, 1 <= M)
+if M >= 1 then
+  for r = 1, nc do
+    local w = 1.0
+    if weighted then
+      w = weights[cid[r]] or 1.0
+      if not (w > 0) then w = 1.0 end
+    end
+    local m
+    if coff[r] == 1 then m = chm[r] else m = crec[r][1] end
+    local a = find(m, ',', 17, true)
+    local ch = tonumber(sub(m, 17, a - 1))
+    local cum = 0 + ch
+    local base, b = 1 / M, cum / C
+    if b > base then base = b end
+    local factor = 1.0
+    if decay then
+      local t
+      if coff[r] == 1 then t = chts[r] else t = crec[r][st] end
+      factor = 1.0 + (tref - tonumber(t)) / scale
+    end
+    local f, qs = factor, 0.0
+    if quality then
+      local e = find(m, ',', a + 1, true)
+      local q = tonumber(sub(m, a + 1, e - 1)) or 0
+      local v = 1.0
+      if q > 0 then v = 1.0 + math.sqrt(q) end
+      qs = 0.0 + v
+      factor = factor * (1 / qs)
+    end
+    local level = base * factor / w
+    if level < 0.0 then level = 0.0 end
+    ck[r], ccum[r], cqsum[r], cprev[r], cf[r], cw[r] = 1, cum, qs, level, f, w
+    il[r], ic[r] = level, ch
+  end
+end
+-- The first events are taken from their list while it is in (level, id) order (the usual case: the
+-- first records' levels are all 1 / M), merged with the heap of the later events; else all go to the heap.
+local ip = nc + 1
+if M >= 1 then
+  ip = 1
+  for r = 2, nc do
+    if not (il[r] >= il[r - 1]) then ip = nc + 1; break end
+  end
+  if ip > nc then
+    for r = 1, nc do push(il[r], r * mult + 1, ic[r]) end
+  end
+end
+local taken, chars = 0, 0
+while taken < M do
+  if qn > 0 then  -- the pending events go to the heap when their least is before the list's and the heap's next
+    local due = true
+    if ip <= nc then
+      local l = il[ip]
+      if l < qml or (l == qml and ip * mult + 1 < qmi) then due = false end
+    end
+    if due and hn > 0 then
+      local l = hl[1]
+      if l < qml or (l == qml and hi[1] < qmi) then due = false end
+    end
+    if due then
+      for x = 1, qn do push(ql[x], qi[x], qc[x]) end
+      qn = 0
+    end
+  end
+  local id, ch
+  if ip <= nc and (hn == 0 or il[ip] < hl[1] or (il[ip] == hl[1] and ip * mult + 1 < hi[1])) then
+    id, ch = ip * mult + 1, ic[ip]
+    ip = ip + 1
+  elseif hn == 0 then
+    break
+  else
+  -- pop the lowest event (the last one sifts down from the top)
+  id, ch = hi[1], hc[1]
   local ll, li, lc = hl[hn], hi[hn], hc[hn]
   hl[hn], hi[hn], hc[hn] = nil, nil, nil
   hn = hn - 1
@@ -262,11 +438,12 @@ local function pop()
     while true do
       local l = 2 * x
       if l > hn then break end
-      local r = l + 1
       local s = l
+      local r = l + 1
       if r <= hn and (hl[r] < hl[l] or (hl[r] == hl[l] and hi[r] < hi[l])) then s = r end
-      if hl[s] < ll or (hl[s] == ll and hi[s] < li) then
-        hl[x], hi[x], hc[x] = hl[s], hi[s], hc[s]
+      local sl = hl[s]
+      if sl < ll or (sl == ll and hi[s] < li) then
+        hl[x], hi[x], hc[x] = sl, hi[s], hc[s]
         x = s
       else
         break
@@ -274,72 +451,17 @@ local function pop()
     end
     hl[x], hi[x], hc[x] = ll, li, lc
   end
-  return level, id, ch
-end
-
--- The next event of a user. When its record is not fetched yet (and the level is a monotone
--- function of the record: not for quality), push a placeholder at a lower bound of its level
--- instead; the record is fetched only if the placeholder reaches the top of the heap (then the
--- real event is pushed: it sorts after the placeholder, so the order is exactly the full sort's).
-local lazy = not quality
-local function advance(rank, fetched)
-  local u = cand[rank]
-  local k = u.k + 1
-  if k > M then return end
-  if k > u.n then
-    if u.done then return end
-    if lazy and not fetched then
-      local lb = math.max(k / M, u.cum / C) * u.f / u.w
-      if lb < u.prev then lb = u.prev end
-      push(lb, rank * mult + k, -1)
-      return
-    end
-    fetch(u, math.max(u.n, 4))
-    if k > u.n then return end
   end
-  u.k = k
-  local m = u.r[2 * k - 1]
-  local ch, a = chars_of(m)
-  u.cum = u.cum + ch
-  local base = math.max(k / M, u.cum / C)
-  local factor = 1.0
-  if decay then factor = 1.0 + (tref - tonumber(u.r[2 * k])) / scale end
-  u.f = factor
-  if quality then
-    local b = find(m, ',', a + 1, true)
-    local q = tonumber(sub(m, a + 1, b - 1)) or 0
-    local v = 1.0
-    if q > 0 then v = 1.0 + math.sqrt(q) end
-    u.qsum = u.qsum + v
-    factor = factor * (k / u.qsum)
-  end
-  local level = base * factor / u.w
-  if level < u.prev then level = u.prev end
-  u.prev = level
-  push(level, rank * mult + k, ch)
-end
-
-for x = 1, #cand do
-  local u = cand[x]
-  if weighted then
-    u.w = weights[u.id] or 1.0
-    if not (u.w > 0) then u.w = 1.0 end
-  end
-  advance(x, true)
-end
-local taken, chars = 0, 0
-while hn > 0 do
-  local _, id, ch = pop()
-  if taken >= M then break end
   local k = id % mult
-  local rank = (id - k) / mult
+  local r = (id - k) / mult
   if ch < 0 then
-    advance(rank, true)
+    advance(r, true)
   elseif chars + ch <= C then
     taken = taken + 1
     chars = chars + ch
-    out[taken] = cand[rank].r[2 * k - 1]
-    advance(rank, false)
+    local off = coff[r]
+    if k <= off then out[taken] = chm[r] else out[taken] = crec[r][st * (k - off - 1) + 1] end
+    advance(r, false)
   end
 end
 return out
