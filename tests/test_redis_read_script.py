@@ -1,14 +1,18 @@
-"""The Redis fair read's script, rewritten for speed in session 6 (a user's state in parallel arrays,
-the first events taken from a list, later ones kept out of the heap until they could be next, scores
-fetched only by the algorithms that read them), returns exactly what the session-5 script returned: the same members in the same order, for every algorithm and for the
-candidates, on many random histories written through the store's own append script in one real Redis.
+"""The Redis scripts rewritten for speed in session 6 do exactly what the session-5 ones did.
 
-The session-5 script is kept here only, in ``tests/data/redis_read_session5.lua`` (the product has
-the new one alone). The histories vary what the selection depends on: how many users (fewer than,
-as many as and more than ``max_records``), how many records each (caps 1 to 50), their lengths (all
-first levels equal, or not), timestamps and last activities on a coarse grid (many ties, at the cut
-of the ``max_records`` most recent users too), likes, weights, ``since``, and heads missing (data
-written before the head hash existed) or older than ``since``.
+The fair read (a user's state in parallel arrays, the first events taken from a list, later ones kept
+out of the heap until they could be next, scores fetched only by the algorithms that read them)
+returns the same members in the same order, for every algorithm and for the candidates, on many
+random histories written through the store's own append script in one real Redis. The histories vary
+what the selection depends on: how many users (fewer than, as many as and more than
+``max_records``), how many records each (caps 1 to 50), their lengths (all first levels equal, or
+not), timestamps and last activities on a coarse grid (many ties, at the cut of the ``max_records``
+most recent users too), likes, weights, ``since``, and heads missing (data written before the head
+hash existed) or older than ``since``.
+
+The bulk append (expiries set once per history and user, not once per record) leaves the same keys,
+contents and expiries. The session-5 scripts are kept here only, in ``tests/data/`` (the product has
+the new ones alone).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pytest
 from wxhelper.fairness import ALGORITHMS
 from wxhelper.messages import Record
 from wxhelper.storage import FairQuery, HistoryKey
-from wxhelper.storage.redis import RedisStore
+from wxhelper.storage.redis import RedisStore, user_hash
 
 OLD_READ = (Path(__file__).parent / "data" / "redis_read_session5.lua").read_text(encoding="utf-8")
 NOW = time.time()
@@ -128,3 +132,82 @@ def test_the_old_script_is_the_session5_one() -> None:
 
     assert hashlib.sha1(OLD_READ.encode("utf-8")).hexdigest() == "441e0ab584750183ed87f63783637618d93e93bd"
     assert redis_lua.READ != OLD_READ
+
+
+# -- the writes: expiries set once per history and user (session 6), the same stored state ------------------
+OLD_APPEND_MANY = (Path(__file__).parent / "data" / "redis_append_many_session5.lua").read_text(encoding="utf-8")
+
+
+async def _state(store: RedisStore) -> dict[bytes, tuple[Any, ...]]:
+    """Every key under the store's prefix (prefix cut): its type, content and whether it expires."""
+    out: dict[bytes, tuple[Any, ...]] = {}
+    prefix = store.prefix.encode()
+    async for key in store.client.scan_iter(match=store.prefix + "*", count=1000):
+        kind = await store.client.type(key)
+        if kind == b"zset":
+            value: Any = await store.client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"hash":
+            value = sorted((await store.client.hgetall(key)).items())
+        else:
+            value = await store.client.get(key)
+        out[key[len(prefix):]] = (kind, value, await store.client.pttl(key))
+    return out
+
+
+async def test_bulk_appends_leave_the_state_the_session5_script_left(redis_url: str) -> None:
+    from wxhelper.storage.redis import encode_member
+
+    rng = random.Random(6)
+    for case in range(12):
+        stores = [RedisStore(f"{redis_url}?prefix=ap{uuid.uuid4().hex[:10]}:") for _ in range(2)]
+        try:
+            old = stores[0].client.register_script(OLD_APPEND_MANY)
+            key = HistoryKey.chat("n", f"g{case}", "b")
+            users = [f"u{i}" for i in range(rng.randint(1, 6))] + ["é{*}"]
+            cap, ttl_ms = rng.choice([1, 2, 5, 50]), rng.choice([60_000, 86_400_000])
+            for batch in range(3):
+                records = [Record(user_id=rng.choice(users), source_id="g", bot_id="b", content="x" * rng.randint(1, 30),
+                                  timestamp=NOW - rng.randint(0, 20) * 60.0, message_id=f"m{rng.randint(0, 40)}")
+                           for _ in range(rng.randint(1, 25))]
+                flags = []
+                for store, script in ((stores[0], old), (stores[1], stores[1]._append_many)):
+                    ukp, keys = store._keys(key)
+                    args: list[Any] = [ukp, cap, ttl_ms, key.id]
+                    for r in records:
+                        args += [r.user_id, repr(float(r.timestamp)), r.message_id, encode_member(r)]
+                    flags.append(await script(keys=keys, args=args))
+                assert flags[0] == flags[1], (case, batch)
+                assert 0 in flags[0][:-1] or batch == 0 or len(records) < 10  # duplicates were offered
+            before, after = await _state(stores[0]), await _state(stores[1])
+            assert sorted(before) == sorted(after) and len(before) >= 6
+            for name, (kind, value, pttl) in before.items():
+                kind2, value2, pttl2 = after[name]
+                assert (kind, value) == (kind2, value2), name
+                assert 0 < pttl <= ttl_ms and 0 < pttl2 <= ttl_ms and abs(pttl - pttl2) < 5_000, (name, pttl, pttl2)
+        finally:
+            for store in stores:
+                await store.close()
+
+
+async def test_a_finished_turn_leaves_every_written_key_expiring(redis_url: str) -> None:
+    from wxhelper.storage.turns import HistoryWrite, begin_turn, finish_turn
+
+    store = RedisStore(f"{redis_url}?prefix=ft{uuid.uuid4().hex[:10]}:")
+    try:
+        chat, board = HistoryKey.chat("n", "g", "b"), HistoryKey.shared("namespace", "n")
+        turn = await begin_turn(store, "source:{g}", 30, "b", "m1", '{"n":1}', NOW)
+        rec = lambda user, mid, ts: Record(user_id=user, source_id="g", bot_id="b", content="hi", timestamp=ts,  # noqa: E731
+                                           message_id=mid)
+        writes = [HistoryWrite(chat, [rec("u", "m1", NOW - 2), rec("b", "m1#reply", NOW - 1), rec("u", "m0", NOW - 3)]),
+                  HistoryWrite(board, [rec("u", "m1", NOW - 2)])]
+        assert await finish_turn(store, "source:{g}", turn.token, 30, "b", "m1", '"r1"', time.time() + 60, writes,
+                                 max_per_user=10, history_ttl=3600)
+        names = []
+        for key in (chat, board):
+            ukp, keys = store._keys(key)
+            names += keys + [ukp + h for h in (user_hash("u"), user_hash("b")) if await store.client.exists(ukp + h)]
+        assert len(names) == 5 + 2 + 5 + 1
+        for name in names:
+            assert 0 < await store.client.pttl(name) <= 3_600_000, name
+    finally:
+        await store.close()

@@ -28,8 +28,17 @@ end
 """
 
 APPEND_FN = r"""
--- append one record; returns 1 (stored) or 0 (duplicate message id)
-local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest, keep, ttl, hid)
+-- the expiry of a history's keys, from its last write
+local function expire_history(meta, users, oldest, mids, head, ttl)
+  redis.call('PEXPIRE', head, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', users, ttl)
+  redis.call('PEXPIRE', oldest, ttl)
+  redis.call('PEXPIRE', mids, ttl)
+end
+-- append one record; returns 1 (stored) or 0 (duplicate message id). With defer, the caller sets the
+-- expiries once after all its records (the same expiries: a script's writes are one instant)
+local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest, keep, ttl, hid, defer)
   if redis.call('ZSCORE', mids, mid) then return 0 end
   local seq = redis.call('HINCRBY', meta, 'seq', 1)
   if seq == 1 then redis.call('HSET', meta, 'id', hid) end
@@ -49,13 +58,34 @@ local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest,
   if first[2] then redis.call('ZADD', oldest, first[2], uid) else redis.call('ZREM', oldest, uid) end
   local top = redis.call('ZREVRANGE', ukey, 0, 0, 'WITHSCORES')
   if top[2] then redis.call('HSET', head, uid, top[2] .. '|' .. top[1]) else redis.call('HDEL', head, uid) end
-  redis.call('PEXPIRE', head, ttl)
-  redis.call('PEXPIRE', meta, ttl)
-  redis.call('PEXPIRE', users, ttl)
-  redis.call('PEXPIRE', oldest, ttl)
-  redis.call('PEXPIRE', mids, ttl)
+  if defer then return 1 end
+  expire_history(meta, users, oldest, mids, head, ttl)
   redis.call('PEXPIRE', ukey, ttl)
   return 1
+end
+-- several records of one history in order (the expiries once, when the ttl is positive: a ttl <= 0
+-- deletes the keys, which the next record must see); returns the stored flags appended to out
+local function append_all(out, meta, users, oldest, mids, head, ukp, keep, ttl, hid, args, pos, n)
+  local defer = (tonumber(ttl) or 0) > 0
+  local ukeys, nk, seen = {}, 0, {}
+  for r = 1, n do
+    local uid = args[pos]
+    local ukey = ukp .. redis.sha1hex(uid)
+    local stored = append(meta, users, oldest, mids, head, ukey, uid, args[pos + 1], args[pos + 2], args[pos + 3],
+                          keep, ttl, hid, defer)
+    out[#out + 1] = stored
+    if stored == 1 and defer and not seen[ukey] then
+      seen[ukey] = true
+      nk = nk + 1
+      ukeys[nk] = ukey
+    end
+    pos = pos + 4
+  end
+  if nk > 0 then
+    expire_history(meta, users, oldest, mids, head, ttl)
+    for x = 1, nk do redis.call('PEXPIRE', ukeys[x], ttl) end
+  end
+  return pos
 end
 -- 1 while the history is not yet in the registry (the caller adds it there, then sets 'reg')
 local function unregistered(meta)
@@ -79,12 +109,8 @@ APPEND_MANY = COMMON + APPEND_FN + r"""
 -- ARGV: 1 user key prefix, 2 max_per_user, 3 ttl ms, 4 history id, then per record:
 --       user_id, timestamp, message_id, member without seq
 local out = {}
-local keep = tonumber(ARGV[2])
-for i = 5, #ARGV, 4 do
-  local uid = ARGV[i]
-  out[#out + 1] = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1] .. redis.sha1hex(uid), uid,
-                         ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], keep, ARGV[3], ARGV[4])
-end
+append_all(out, KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV, 5,
+           math.ceil((#ARGV - 4) / 4))
 out[#out + 1] = unregistered(KEYS[1])
 return out
 """
@@ -667,13 +693,8 @@ for h = 1, tonumber(ARGV[5]) do
   local k = 6 + 5 * (h - 1)
   local ukp, keep, ttl, hid, first, n = ARGV[pos], tonumber(ARGV[pos + 1]), ARGV[pos + 2], ARGV[pos + 3],
                                         ARGV[pos + 4], tonumber(ARGV[pos + 5])
-  pos = pos + 6
-  for r = 1, n do
-    local uid = ARGV[pos]
-    out[#out + 1] = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5],
-                           ukp .. redis.sha1hex(uid), uid, ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], keep, ttl, hid)
-    pos = pos + 4
-  end
+  pos = append_all(out, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ukp, keep, ttl, hid, ARGV,
+                   pos + 6, n)
   if unregistered(KEYS[k + 1]) == 1 then
     redis.call('ZADD', KEYS[6], 'NX', first, hid)
     redis.call('HSET', KEYS[k + 1], 'reg', 1)
