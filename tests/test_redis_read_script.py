@@ -11,7 +11,8 @@ most recent users too), likes, weights, ``since``, and heads missing (data writt
 hash existed) or older than ``since``.
 
 The bulk append (expiries set once per history and user, not once per record) leaves the same keys,
-contents and expiries. The session-5 scripts are kept here only, in ``tests/data/`` (the product has
+contents and expiries, but for the head hash's new mark of a user's only record (a space after the
+timestamp, which the read uses to skip looking for more and the session-5 read reads past). The session-5 scripts are kept here only, in ``tests/data/`` (the product has
 the new ones alone).
 """
 
@@ -73,13 +74,17 @@ def _history(rng: random.Random, case: int) -> tuple[list[Record], int, dict[str
 
 
 async def _damage_heads(store: RedisStore, key: HistoryKey, rng: random.Random) -> str:
-    """Data the head hash does not fully describe: some heads gone (written before it existed) or
-    pointing at a record older than ``since`` (the user's records expired under a live head)."""
+    """Data the head hash does not fully describe: some heads gone (written before it existed), without
+    the only-record mark (written by an older append script) or pointing at a record older than
+    ``since`` (the user's records expired under a live head)."""
     _, keys = store._keys(key)
     head = keys[4]
     fields = sorted(await store.client.hkeys(head))
-    what = rng.choice(["none", "none", "drop", "stale"])
-    if what == "drop" and fields:
+    what = rng.choice(["none", "none", "drop", "unmarked", "stale"])
+    if what == "unmarked":
+        for field, value in (await store.client.hgetall(head)).items():
+            await store.client.hset(head, field, value.replace(b" |", b"|", 1))
+    elif what == "drop" and fields:
         await store.client.hdel(head, *rng.sample(fields, rng.randint(1, len(fields))))
     elif what == "stale" and fields:
         for field in rng.sample(fields, rng.randint(1, min(3, len(fields)))):
@@ -93,13 +98,14 @@ async def test_the_read_script_selects_exactly_as_the_session5_script(store: Red
     rng = random.Random(20261121)
     old = store.client.register_script(OLD_READ)
     weights = (("u001", 3.0), ("u002", 0.5), ("é{*}: 😀", 2.0), ("a", 1.5))
-    compared = nonempty = multi_record_picks = 0
+    compared = nonempty = multi_record_picks = marked = 0
     shapes = set()
     for case in range(70):
         key = HistoryKey.shared("namespace", f"board {case}")
         records, cap, shape = _history(rng, case)
         await store.append_many(key, records, max_per_user=cap, ttl=86400)
         shape["heads"] = await _damage_heads(store, key, rng)
+        marked += sum(b" |" in v for v in (await store.client.hgetall(store._keys(key)[1][4])).values())
         shapes.add((shape["users"] > 100, shape["users"] < 100, shape["long"] > 0, shape["heads"]))
         for _ in range(3):
             since = rng.choice([0.0, NOW - 5 * 600.0, NOW - 100 * 600.0])
@@ -120,7 +126,8 @@ async def test_the_read_script_selects_exactly_as_the_session5_script(store: Red
     assert nonempty > compared // 2
     assert multi_record_picks > 10
     assert {s[0] for s in shapes} == {True, False} and {s[1] for s in shapes} == {True, False}
-    assert {s[2] for s in shapes} == {True, False} and {s[3] for s in shapes} == {"none", "drop", "stale"}
+    assert {s[2] for s in shapes} == {True, False} and {s[3] for s in shapes} == {"none", "drop", "unmarked", "stale"}
+    assert marked > 500  # users with one record, marked so by the append script
 
 
 def test_the_old_script_is_the_session5_one() -> None:
@@ -180,8 +187,16 @@ async def test_bulk_appends_leave_the_state_the_session5_script_left(redis_url: 
                 assert 0 in flags[0][:-1] or batch == 0 or len(records) < 10  # duplicates were offered
             before, after = await _state(stores[0]), await _state(stores[1])
             assert sorted(before) == sorted(after) and len(before) >= 6
+            ukp = stores[1]._keys(key)[0][len(stores[1].prefix):].encode()
             for name, (kind, value, pttl) in before.items():
                 kind2, value2, pttl2 = after[name]
+                if name.endswith(b":head"):  # the only-record mark is new: exactly on users with one record
+                    for (field, old_head), (field2, new_head) in zip(value, value2):
+                        ts, member = new_head.split(b"|", 1)
+                        only = after[ukp + user_hash(field.decode()).encode()][1]
+                        assert field == field2 and ts.endswith(b" ") == (len(only) == 1), (field, new_head)
+                        assert old_head == ts.rstrip(b" ") + b"|" + member
+                    value2 = value
                 assert (kind, value) == (kind2, value2), name
                 assert 0 < pttl <= ttl_ms and 0 < pttl2 <= ttl_ms and abs(pttl - pttl2) < 5_000, (name, pttl, pttl2)
         finally:

@@ -8,7 +8,8 @@ Cluster slot and no user-controlled text ever reaches a key name)::
     P{T}:users         zset   user_id -> last activity (the index a fair read starts from)
     P{T}:oldest        zset   user_id -> timestamp of that user's oldest stored record (for purging)
     P{T}:mids          zset   message_id -> timestamp (idempotent appends; count)
-    P{T}:head          hash   user_id -> "<timestamp>|<newest record>" (a read's first records in one HMGET)
+    P{T}:head          hash   user_id -> "<timestamp>|<newest record>" (a read's first records in one HMGET;
+                              "<timestamp> |...": that user's only record)
     P{T}:u:<sha1(uid)> zset   that user's records, scored by timestamp (at most max_per_user)
     Phistories         zset   HistoryKey id -> first write (what purge and migrate walk)
     Pbindings          hash   JSON [source_id, bot_id] -> namespace

@@ -57,7 +57,15 @@ local function append(meta, users, oldest, mids, head, ukey, uid, ts, mid, rest,
   local first = redis.call('ZRANGE', ukey, 0, 0, 'WITHSCORES')
   if first[2] then redis.call('ZADD', oldest, first[2], uid) else redis.call('ZREM', oldest, uid) end
   local top = redis.call('ZREVRANGE', ukey, 0, 0, 'WITHSCORES')
-  if top[2] then redis.call('HSET', head, uid, top[2] .. '|' .. top[1]) else redis.call('HDEL', head, uid) end
+  if top[2] then
+    -- a space after the timestamp: this is the user's only record (until the next append rewrites the
+    -- head, the set can only shrink), so a read need not look for more; tonumber reads past it
+    local mark = '|'
+    if n == 1 or (n > keep and keep == 1) then mark = ' |' end
+    redis.call('HSET', head, uid, top[2] .. mark .. top[1])
+  else
+    redis.call('HDEL', head, uid)
+  end
   if defer then return 1 end
   expire_history(meta, users, oldest, mids, head, ttl)
   redis.call('PEXPIRE', ukey, ttl)
@@ -223,10 +231,13 @@ for x = 1, nu do
     local bar = find(h, '|', 1, true)
     local ts = sub(h, 1, bar - 1)
     if tonumber(ts) >= nsince then
+      -- a space before the bar: the head is the user's only record (written so by the append script;
+      -- heads written before it have none, and their users are read as before)
+      local only = byte(h, bar - 1) == 32
       cid[r], clast[r], chm[r], chts[r], coff[r], crec[r], cn[r], cdone[r], ckey[r] =
-        users[x], scores[x], sub(h, bar + 1), ts, 1, false, 1, false, false
+        users[x], scores[x], sub(h, bar + 1), ts, 1, false, 1, only, false
       nc = r
-      if first > 1 then fetch(r, first - 1) end
+      if first > 1 and not only then fetch(r, first - 1) end
     end
   else
     cid[r], clast[r], chm[r], chts[r], coff[r], crec[r], cn[r], cdone[r], ckey[r] =
