@@ -4,9 +4,14 @@ Loads the history data of a ``wxhelper bench serve`` run (an RDB kept at its end
 histories in the store's layout), then calls the session-5 read script (kept in
 ``tests/data/redis_read_session5.lua``) and the current one alternately on the same data, the order
 swapped every call, and reports the medians of the server's own time per call (``SLOWLOG``: the
-command's execution in µs, no network) and of the round trip. Every pair of answers must be equal.
+command's execution in µs, wall time, no network), of the server's CPU time per call (``INFO cpu``
+over batches of 50 calls of one script, the batches alternating) and of the round trip. Every pair
+of answers must be equal.
 
-    python scripts/redis_read_script_bench.py --port 6379 --calls 1500
+    python scripts/redis_read_script_bench.py --port 6379 --calls 1500 [--mark-heads]
+
+``--mark-heads`` first marks the heads of users with one record as the current append script writes
+them (data from before session 6 has no marks; the session-5 script reads past them).
 
 Shapes: ``board`` (a namespace history: 100 records, 10 000 chars), ``chat`` (a chat history: 40,
 10 000) and ``message`` (the three reads of one message: its chat, its board, the friend circle).
@@ -15,6 +20,7 @@ Shapes: ``board`` (a namespace history: 100 records, 10 000 chars), ``chat`` (a 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import statistics
 import time
@@ -44,6 +50,24 @@ def histories(r: redis.Redis, prefix: str) -> dict[str, list[str]]:
     return out
 
 
+def mark_heads(r: redis.Redis, prefix: str) -> int:
+    """Mark the heads of one-record users (``<ts> |<member>``), as the append script now writes them."""
+    marked = 0
+    for head in r.scan_iter(match=f"{prefix}{{*}}:head", count=1000):
+        base = head.decode()[: -len("head")]
+        for field, value in r.hgetall(head).items():
+            ts, rest = value.split(b"|", 1)
+            if not ts.endswith(b" ") and r.zcard(base + "u:" + hashlib.sha1(field).hexdigest()) == 1:
+                r.hset(head, field, ts + b" |" + rest)
+                marked += 1
+    return marked
+
+
+def cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def read_call(base: str, m: int, c: int, since: float, algo: str) -> tuple[list[str], list]:
     return [base + "users", base + "head"], [base + "u:", algo, m, c, repr(since), SCALE]
 
@@ -56,8 +80,11 @@ def main() -> None:
     ap.add_argument("--shapes", default="board,chat,message")
     ap.add_argument("--algorithm", default="max_min")
     ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--mark-heads", action="store_true")
     a = ap.parse_args()
     r = redis.Redis(port=a.port)
+    if a.mark_heads:
+        print("marked", mark_heads(r, a.prefix), "heads")
     old, new = r.register_script(OLD), r.register_script(redis_lua.READ)
     hs = histories(r, a.prefix)
     boards = [b for b in hs.get("namespace", []) if r.zcard(b + "users") > 0]
@@ -109,10 +136,20 @@ def main() -> None:
                 r.slowlog_reset()
                 r.config_set("slowlog-log-slower-than", 0)
         r.config_set("slowlog-log-slower-than", 10000)
+        cpus: dict[str, list[float]] = {old.sha: [], new.sha: []}
+        for b, start in enumerate(range(0, len(calls), 50)):
+            for s in ((old, new) if b % 2 == 0 else (new, old)):
+                c0 = cpu(r)
+                for reads in calls[start:start + 50]:
+                    for keys, args in reads:
+                        s(keys=keys, args=args)
+                cpus[s.sha].append((cpu(r) - c0) * 1e6 / len(calls[start:start + 50]))
+        co, cn = statistics.median(cpus[old.sha]), statistics.median(cpus[new.sha])
         so, sn = statistics.median(server[old.sha]), statistics.median(server[new.sha])
         to, tn = statistics.median(trip[old.sha]), statistics.median(trip[new.sha])
         print(f"{shape:8s} calls {len(calls)} ({len(server[old.sha])}/{len(server[new.sha])} timed): "
               f"server µs median old {so:.0f} new {sn:.0f} ({(sn - so) / so * 100:+.0f} %); "
+              f"server CPU µs old {co:.0f} new {cn:.0f} ({(cn - co) / co * 100:+.0f} %); "
               f"round trip µs old {to:.0f} new {tn:.0f}")
     print(f"load after {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
