@@ -19,7 +19,7 @@ from collections import Counter
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from retrieval_question_variants import Prototype, normalised  # noqa: E402
+from retrieval_question_variants import Prototype  # noqa: E402
 
 from wxhelper.bench.retrieval import is_relevant  # noqa: E402
 from wxhelper.knowledge.index import QUESTION_WEIGHT, RERANK_CANDIDATES  # noqa: E402
@@ -36,10 +36,7 @@ def main(sets: tuple[str, ...]) -> None:
     rows = []
     for name, (passages, base, questions) in proto.data.items():
         lexical = LexicalOverlap([f"{p.heading}\n{p.text}" for p in passages])
-        matrix = base.copy()
-        for i, q in enumerate(questions):
-            if q is not None:
-                matrix[i] = normalised(matrix[i] + QUESTION_WEIGHT * normalised(q.mean(0)))
+        matrix = proto.blended(name, QUESTION_WEIGHT)
         for item in (x for x in proto.items if x.namespace == name):
             scores = matrix @ proto.query[item.id]
             top = list(np.argsort(-scores)[:RERANK_CANDIDATES])

@@ -46,10 +46,7 @@ def ranks(proto: Prototype, lam: float, beta: float, per_namespace: bool) -> dic
     for name, (passages, base, questions) in proto.data.items():
         w = adapter(proto, [name], lam) if per_namespace else shared
         lexical = LexicalOverlap([f"{p.heading}\n{p.text}" for p in passages])
-        matrix = base.copy()
-        for i, q in enumerate(questions):
-            if q is not None:
-                matrix[i] = normalised(matrix[i] + QUESTION_WEIGHT * normalised(q.mean(0)))
+        matrix = proto.blended(name, QUESTION_WEIGHT)
         for item in (x for x in proto.items if x.namespace == name):
             qv = proto.query[item.id]
             if beta:

@@ -71,6 +71,16 @@ class Prototype:
             self.raw[name] = (full, head)
         self.query = {item.id: normalised(self.embed([item.query]))[0] for item in self.items}
 
+    def blended(self, name: str, weight: float) -> np.ndarray:
+        """The namespace's passage vectors with the mean of each section's question vectors blended in
+        (what the index stores, with ``weight`` = QUESTION_WEIGHT)."""
+        _, base, questions = self.data[name]
+        matrix = base.copy()
+        for i, q in enumerate(questions):
+            if q is not None:
+                matrix[i] = normalised(matrix[i] + weight * normalised(q.mean(0)))
+        return matrix
+
     def embed(self, texts: list[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:

@@ -38,10 +38,7 @@ class P(Prototype):
         ranks = {}
         for name, (passages, base, questions) in self.data.items():
             lexical = LexicalOverlap([f"{p.heading}\n{p.text}" for p in passages])
-            matrix = base.copy()
-            for i, q in enumerate(questions):
-                if q is not None:
-                    matrix[i] = normalised(matrix[i] + QUESTION_WEIGHT * normalised(q.mean(0)))
+            matrix = self.blended(name, QUESTION_WEIGHT)
             sv, owner = self.sent[name]
             for item in (x for x in self.items if x.namespace == name):
                 qv = self.query[item.id]
