@@ -98,3 +98,29 @@ async def test_calls_reach_the_server_with_the_librarys_head():
         finally:
             await llm.close()
         assert [r["messages"][0]["content"] for r in fake.chat_requests()] == ["q0", "q1", "q2"]
+
+
+def test_a_client_whose_internals_differ_builds_its_own_request(llm, monkeypatch):
+    """An openai release without the internals the memo reads: the library's own request, every time."""
+    client = llm._client
+
+    def missing(self, options, retries_taken):
+        raise AttributeError("'_Client' object has no attribute '_auth_query'")
+
+    monkeypatch.setattr(_Client, "_plain_request_key", missing)
+    for _ in range(2):
+        _same(client._build_request(_options()), _libraries(client, _options()))
+    assert "_wxhelper_request_memo" not in client.__dict__
+
+
+async def test_options_that_cannot_be_copied_leave_the_call_to_post():
+    """Options without the fields read here (another openai release): the calls go through ``client.post``."""
+    with FakeLLM(reply="好") as fake:
+        llm = LLM(Settings(openai_api_key=fake.api_key, openai_base_url=fake.base_url, llm_max_retries=0))
+        llm._options_template = object()  # a template with no model_copy, params or security
+        try:
+            assert [await llm.complete([{"role": "user", "content": f"q{i}"}]) for i in range(2)] == ["好"] * 2
+            assert llm._options_template is False and llm._post_options(b"{}") is None
+        finally:
+            await llm.close()
+        assert [r["messages"][0]["content"] for r in fake.chat_requests()] == ["q0", "q1"]

@@ -62,7 +62,10 @@ class _Client(AsyncOpenAI):
         if args or (kwargs and set(kwargs) != {"retries_taken"}):
             return super()._build_request(options, *args, **kwargs)
         retries_taken = kwargs.get("retries_taken", 0)
-        key = self._plain_request_key(options, retries_taken)
+        try:
+            key = self._plain_request_key(options, retries_taken)
+        except AttributeError:  # an openai whose internals differ from the ones read here: its own request
+            key = None
         if key is None:
             return super()._build_request(options, retries_taken=retries_taken)
         memo = self.__dict__.setdefault("_wxhelper_request_memo", {})
@@ -115,7 +118,7 @@ class _Client(AsyncOpenAI):
 class LLM:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._options_template: Optional[FinalRequestOptions] = None
+        self._options_template: Any = None  # a FinalRequestOptions; False: build none (see _post_options)
         self._client: Optional[AsyncOpenAI] = None
         if settings.openai_api_key:
             self._client = _Client(
@@ -144,21 +147,29 @@ class LLM:
         orjson, the same bytes 20 times faster (the client's ``json.dumps``: ~0.05 ms for a 40-message prompt)."""
         return orjson.dumps({**self._params(messages), **extra})
 
-    def _post_options(self, body: bytes) -> FinalRequestOptions:
+    def _post_options(self, body: bytes) -> Optional[FinalRequestOptions]:
         """The options ``client.post("/chat/completions", cast_to=bytes, content=body)`` builds, without
         building them: ``FinalRequestOptions.construct`` copies every default of its 17 fields (deep
         copies for the mutable ones), ~40 µs a call. A copy of one constructed here, with the body and
         fresh copies of its mutable defaults, has the same fields, values and set fields (the client
-        copies the options again before each attempt, as before)."""
+        copies the options again before each attempt, as before). None when this ``openai``'s options
+        do not have the fields read here: the caller then uses ``client.post`` itself."""
         template = self._options_template
-        if template is None:
-            template = self._options_template = FinalRequestOptions.construct(
-                method="post", url="/chat/completions", json_data=None, content=b"", files=None)
-        options = template.model_copy()
-        fields = options.__dict__  # not setattr: pydantic would count the fields as set by the caller
-        fields["content"] = body
-        fields["params"] = dict(template.params)
-        fields["security"] = dict(template.security)
+        if template is False:
+            return None
+        try:
+            if template is None:
+                template = self._options_template = FinalRequestOptions.construct(
+                    method="post", url="/chat/completions", json_data=None, content=b"", files=None)
+            options = template.model_copy()
+            fields = options.__dict__  # not setattr: pydantic would count the fields as set by the caller
+            fields["content"] = body
+            fields["params"] = dict(template.params)
+            fields["security"] = dict(template.security)
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.info("the LLM client builds its own request options (%s: %s)", type(exc).__name__, exc)
+            self._options_template = False
+            return None
         return options
 
     def backoff(self, attempt: int) -> float:
@@ -191,7 +202,11 @@ class LLM:
             # The body's bytes, not a ChatCompletion: building that model field by field costs more CPU
             # than the one string the host needs from it (status errors are raised by the client as before).
             # client.request with the options client.post would build (see _post_options).
-            return await client.request(bytes, self._post_options(self._body(messages)))
+            body = self._body(messages)
+            options = self._post_options(body)
+            if options is None:
+                return await client.post("/chat/completions", cast_to=bytes, content=body)
+            return await client.request(bytes, options)
 
         return answer_text(await self._with_retries(call, deadline))
 
