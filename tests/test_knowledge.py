@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -349,6 +350,43 @@ def test_the_lexical_rerank_prefers_the_section_worded_like_the_question(tmp_pat
     ns = make_ns(tmp_path, docs, name="contract")
     kb = KnowledgeBase(Settings(data_dir=tmp_path, embedding="hashed:512", knowledge_min_score=-1))
     assert kb.search_sync(ns, "合同必须写清哪些内容", 1, 10000)[0].heading.endswith("合同必须写清的内容")
+
+
+_COVERAGE_UNDER_A_HASH_SEED = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("rerank", sys.argv[1])  # the module alone: a quick start
+rerank = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rerank)
+LexicalOverlap = rerank.LexicalOverlap
+texts = ["二手车买卖合同要点\\n合同纠纷很常见。", "合同必须写清的内容\\n车辆信息、价格、付款方式。", "签约时注意\\n核对证件。"]
+lexical = LexicalOverlap(texts)
+questions = ("合同必须写清哪些内容", "签约时要核对合同的付款方式")
+out = [lexical.coverage(q, range(3)) for q in questions]
+out.append(lexical.coverage_of_text(questions[0], texts[1]))
+print(json.dumps(out))
+"""
+
+
+def test_the_lexical_coverage_is_the_same_under_every_hash_seed_and_never_above_one():
+    """Terms are sets, iterated in PYTHONHASHSEED's order: a full coverage once came out 1.0000000000000002.
+
+    The same coverages under 32 seeds (so the ranking does not depend on the seed; with plain sums
+    seeds 13 and 27 gave 0.9999999999999999 and 1.0000000000000002 here), and a question whose
+    every known term one passage holds is covered exactly 1.0 by it.
+    """
+    from wxhelper.knowledge import rerank
+
+    runs = set()
+    for seed in range(32):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        done = subprocess.run([sys.executable, "-c", _COVERAGE_UNDER_A_HASH_SEED, rerank.__file__], env=env,
+                              capture_output=True, text=True, check=True)
+        runs.add(done.stdout)
+    assert len(runs) == 1, runs
+    coverages = json.loads(runs.pop())
+    assert coverages[0]["1"] == 1.0 and coverages[2] == 1.0  # "哪些", "些内" are in no passage: they do not count
+    assert 0 < coverages[0]["0"] < 1.0 and 0 < coverages[1]["1"] < 1.0 and 0 < coverages[1]["2"] < 1.0
+    assert all(0.0 <= c <= 1.0 for row in coverages[:2] for c in row.values())
 
 
 def test_searches_use_the_in_memory_snapshot_and_cache_question_vectors(tmp_path, monkeypatch):

@@ -252,7 +252,7 @@ class Lexical:
         self.idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
 
     def rank(self, query: str, n: int) -> list[str]:
-        terms = [t for t in set(features(query)) if t in self.idf]
+        terms = sorted(t for t in set(features(query)) if t in self.idf)  # one order: the same float sums every run
         if not terms:
             return []
         scores = np.zeros(len(self.docs))
