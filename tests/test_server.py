@@ -45,7 +45,8 @@ def free_port() -> int:
 class Served:
     """``python -m wxhelper serve`` in a subprocess; ``stop()`` sends SIGINT and waits."""
 
-    def __init__(self, data_dir: Path, llm: FakeLLM, *, workers: int = 1, extra_env: Optional[dict] = None) -> None:
+    def __init__(self, data_dir: Path, llm: FakeLLM, *, workers: int = 1, extra_env: Optional[dict] = None,
+                 extra_args: tuple[str, ...] | list[str] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = data_dir / f"serve-{self.port}.log"
@@ -55,7 +56,8 @@ class Served:
                     "WXHELPER_DATA_DIR": str(data_dir), "WXHELPER_EMBEDDING": "hashed",
                     "WXHELPER_LOG_LEVEL": "WARNING", **(extra_env or {})})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wxhelper", "serve", "--port", str(self.port), "--workers", str(workers)],
+            [sys.executable, "-m", "wxhelper", "serve", "--port", str(self.port), "--workers", str(workers),
+             *extra_args],
             env=env, cwd=str(data_dir), stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         deadline = time.monotonic() + 90
         while True:
@@ -394,5 +396,138 @@ def test_two_workers_over_redis_share_everything(tmp_path: Path, llm: FakeLLM, r
                 if line.startswith('wxhelper_messages_total{namespace="qzzp",outcome="answered"}'):
                     total = float(line.rsplit(" ", 1)[1])
             assert total == 12  # summed over both workers' values
+    finally:
+        served.stop()
+
+
+# -- each worker accepts on a socket of its own (SO_REUSEPORT) ------------------------------------------------
+def _tcp_sockets(port: int) -> list[tuple[str, int, int]]:
+    """(state, inode, remote port) of every TCP socket on local ``port``, from /proc/net (states: 0A listen, 01 established)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    found.append((fields[3], int(fields[9]), int(fields[2].rsplit(":", 1)[1], 16)))
+    return found
+
+
+def _worker_pids(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if ppid == parent and b"spawn_main" in cmdline:
+                pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def _socket_owner(pids: list[int]) -> dict[int, int]:
+    """Socket inode -> the pid (of ``pids``) holding it."""
+    owner = {}
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owner[int(link[8:-1])] = pid
+    return owner
+
+
+def _listeners(served: Served) -> dict[int, int]:
+    """Listening socket inode -> worker pid, once every worker listens."""
+    deadline = time.monotonic() + 60
+    while True:
+        workers = _worker_pids(served.proc.pid)
+        owner = _socket_owner(workers)
+        listening = {inode: owner.get(inode, 0) for state, inode, _ in _tcp_sockets(served.port) if state == "0A"}
+        if len(workers) == 2 and len(listening) == 2 and all(listening.values()):
+            return listening
+        if time.monotonic() > deadline:
+            return listening
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
+def test_two_workers_each_listen_and_keep_alive_connections_are_spread(tmp_path: Path, llm: FakeLLM,
+                                                                     redis_url: str) -> None:
+    """A bot opening its keep-alive connections at once: with one shared socket 24-30 of 32 landed on one worker."""
+    served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_STORE": redis_url, "WXHELPER_API_TOKEN": TOKEN})
+    try:
+        assert "a socket of its own" in served.log.read_text()
+        listening = _listeners(served)
+        assert len(listening) == 2 and len(set(listening.values())) == 2, listening  # one socket per worker
+        conns = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(64)]
+        try:
+            request = (f"GET /v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").encode()
+            for c in conns:
+                c.sendall(request)
+            for c in conns:  # each connection answered: it was accepted by a worker
+                c.settimeout(30)
+                assert c.recv(64).startswith(b"HTTP/1.1 200")
+            mine = {c.getsockname()[1] for c in conns}
+            owner = _socket_owner(sorted(set(listening.values())))
+            per_worker: dict[int, int] = {}
+            for state, inode, remote in _tcp_sockets(served.port):
+                if state == "01" and remote in mine:
+                    per_worker[owner[inode]] = per_worker.get(owner[inode], 0) + 1
+            assert sum(per_worker.values()) == 64, per_worker
+            # the kernel's hash: each gets Binomial(64, 1/2), under 16 with probability ~6e-5
+            assert len(per_worker) == 2 and min(per_worker.values()) >= 16, per_worker
+        finally:
+            for c in conns:
+                c.close()
+    finally:
+        served.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
+def test_a_killed_worker_is_replaced_and_listens_again(tmp_path: Path, llm: FakeLLM, redis_url: str) -> None:
+    served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_STORE": redis_url, "WXHELPER_API_TOKEN": TOKEN})
+    try:
+        before = _listeners(served)
+        assert len(before) == 2
+        victim = sorted(set(before.values()))[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            after = _listeners(served)
+            if len(after) == 2 and victim not in after.values():
+                break
+            assert time.monotonic() < deadline, after
+            time.sleep(0.5)
+        assert len(set(after.values())) == 2
+        replies = _send_on_fresh_connections(served, [{"user_id": f"k{i}", "group_id": "killed", "namespace": "qzzp",
+                                                       "content": f"第{i}条"} for i in range(8)])
+        assert len(replies) == 8 and all(r["source_id"] == "killed" for r in replies)
+    finally:
+        served.stop()
+
+
+def test_shared_socket_is_one_listener_and_a_taken_port_is_refused(tmp_path: Path, llm: FakeLLM,
+                                                                   redis_url: str) -> None:
+    served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_STORE": redis_url, "WXHELPER_API_TOKEN": TOKEN},
+                    extra_args=["--shared-socket"])
+    try:
+        time.sleep(1)
+        assert [state for state, _, _ in _tcp_sockets(served.port)].count("0A") == 1  # uvicorn's one socket
+        assert "a socket of its own" not in served.log.read_text()
+        _send_on_fresh_connections(served, [{"user_id": "s", "group_id": "shared", "content": "你好"}])
+        # the port is served: a second `wxhelper serve --workers 2` on it is refused, not joined to it
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WXHELPER_", "REDIS_"))}
+        env.update({"WXHELPER_STORE": redis_url, "WXHELPER_API_TOKEN": TOKEN, "WXHELPER_DATA_DIR": str(tmp_path)})
+        second = subprocess.run([sys.executable, "-m", "wxhelper", "serve", "--port", str(served.port), "--workers",
+                                 "2", "--no-index"], env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3, second.stderr
+        assert f"cannot serve 127.0.0.1:{served.port}" in second.stderr and "already accepts" in second.stderr
     finally:
         served.stop()

@@ -195,10 +195,9 @@ async def _drive(port: int, token: str, messages: list[dict[str, Any]], concurre
     return time.perf_counter() - started, results
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its children (the uvicorn workers), from /proc."""
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds user + system), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     procs = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -207,6 +206,13 @@ def _tree_cpu(pid: int) -> float:
             except OSError:
                 continue
             procs[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return procs
+
+
+def _tree_cpu(pid: int, procs: Optional[dict[int, tuple[int, float]]] = None) -> float:
+    """CPU seconds (user + system) of a process and its children (the uvicorn workers)."""
+    procs = _proc_table() if procs is None else procs
+    total = 0.0
     todo = [pid]
     while todo:
         current = todo.pop()
@@ -214,6 +220,18 @@ def _tree_cpu(pid: int) -> float:
             total += procs[current][1]
         todo.extend(child for child, (parent, _) in procs.items() if parent == current)
     return total
+
+
+def _children_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each child of ``pid`` (each uvicorn worker, with its own children)."""
+    procs = _proc_table()
+    return {child: _tree_cpu(child, procs) for child, (parent, _) in procs.items() if parent == pid}
+
+
+def _per_worker(before: dict[int, float], after: dict[int, float], messages: int) -> list[float]:
+    """CPU ms a measured message of each worker that worked (busiest first): how evenly the workers shared the load."""
+    spent = [(after[p] - before.get(p, 0.0)) * 1000.0 / max(1, messages) for p in after]
+    return sorted((round(ms, 2) for ms in spent if ms >= 0.05), reverse=True)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -235,9 +253,11 @@ def _pct(values: list[float], q: float) -> float:
 @click.option("--stand-in", "stand_in", type=click.Choice(["lean", "fakellm"]), default="lean", show_default=True,
               help="The stand-in LLM: lean (wxhelper.bench.stand_in, one asyncio loop) or fakellm (the tests' FakeLLM, "
                    "as in the figures before session 6).")
+@click.option("--shared-socket", is_flag=True,
+              help="Serve with `wxhelper serve --shared-socket` (the workers accept from one socket, as before session 7).")
 @click.option("--json", "as_json", is_flag=True)
 def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: int, worker_counts: str, store: str,
-                stand_in: str, as_json: bool) -> None:
+                stand_in: str, shared_socket: bool, as_json: bool) -> None:
     """Throughput and host overhead of `wxhelper serve` (Redis, stand-in LLM, loopback) for 1 and 2 workers."""
     counts = [int(w) for w in worker_counts.split(",") if w.strip()]
     note = ""
@@ -274,7 +294,8 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                 redis.flush()
             port = free_port()
             server = subprocess.Popen([sys.executable, "-m", "wxhelper", "serve", "--port", str(port),
-                                       "--workers", str(workers)], env=env,
+                                       "--workers", str(workers), *(["--shared-socket"] if shared_socket else [])],
+                                      env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(workdir / f"serve-{workers}.log", "w"))
             try:
                 base = f"http://127.0.0.1:{port}"
@@ -284,9 +305,11 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                 others = {"llm": fake.pid, **({"redis": redis.proc.pid} if redis is not None else {})}
                 cpu0 = {"server": _tree_cpu(server.pid), "driver": time.process_time(),
                         **{name: _tree_cpu(pid) for name, pid in others.items()}}
+                workers0 = _children_cpu(server.pid)
                 seconds, results = asyncio.run(_drive(port, token, msgs[warmup:warmup + count], concurrency))
                 cpu1 = {"server": _tree_cpu(server.pid), "driver": time.process_time(),
                         **{name: _tree_cpu(pid) for name, pid in others.items()}}
+                per_worker = _per_worker(workers0, _children_cpu(server.pid), len(results)) if workers > 1 else []
                 cpu = {name: round((cpu1[name] - cpu0[name]) * 1000.0 / max(1, len(results)), 2) for name in cpu0}
                 _, unloaded = asyncio.run(_drive(port, token, msgs[warmup + count:], 1)) if quiet else (0, [])
             finally:
@@ -297,6 +320,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
             idle = [r["total"] - r.get("llm", 0.0) for r in unloaded]
             rows.append({
                 "cpu_ms_per_msg": cpu,
+                "worker_cpu_ms_per_msg": per_worker,
                 "unloaded_overhead_p50_ms": round(_pct(idle, 0.5), 2) if idle else None,
                 "unloaded_overhead_p99_ms": round(_pct(idle, 0.99), 2) if idle else None,
                 "workers": workers, "store": store, "messages": len(results), "concurrency": concurrency,
@@ -315,8 +339,8 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
         shutil.rmtree(workdir, ignore_errors=True)
     load = os.getloadavg()
     if as_json:
-        click.echo(json.dumps({"note": note, "stand_in": stand_in, "rows": rows, "loadavg": load}, ensure_ascii=False,
-                              indent=2))
+        click.echo(json.dumps({"note": note, "stand_in": stand_in, "shared_socket": shared_socket, "rows": rows,
+                               "loadavg": load}, ensure_ascii=False, indent=2))
         return
     if note:
         click.echo(f"note: {note}")
@@ -329,8 +353,8 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
     click.echo("| workers | store | messages (in flight) | msg/s | CPU ms/msg: server / LLM / redis / driver "
                "| host overhead p50 / p99 ms "
                "| unloaded overhead p50 / p99 ms | LLM p50 / p99 ms | client − LLM p50 / p99 ms "
-               "| history / retrieval / assembly p50 ms |")
-    click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+               "| history / retrieval / assembly p50 ms | each worker's CPU ms/msg |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         s, c = r["stage_p50_ms"], r["cpu_ms_per_msg"]
         click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} ({r['concurrency']}) | {r['msg_per_s']} "
@@ -339,4 +363,5 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                    f"| {r['unloaded_overhead_p50_ms']} / {r['unloaded_overhead_p99_ms']} "
                    f"| {r['llm_p50_ms']} / {r['llm_p99_ms']} "
                    f"| {r['client_ex_llm_p50_ms']} / {r['client_ex_llm_p99_ms']} "
-                   f"| {s['history']} / {s['retrieval']} / {s['assembly']} |")
+                   f"| {s['history']} / {s['retrieval']} / {s['assembly']} "
+                   f"| {' / '.join(map(str, r['worker_cpu_ms_per_msg'])) or '-'} |")

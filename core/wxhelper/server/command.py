@@ -8,23 +8,27 @@ Refuses, with a message saying what to do instead:
   which they then share completely (histories, bindings, metrics through the multiprocess dir).
 
 Before the workers start, the knowledge collections are indexed once here, so workers never
-index concurrently.
+index concurrently. Several workers each accept on a socket of their own (``SO_REUSEPORT``, see
+:mod:`.workers`) unless ``--shared-socket``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 import click
 
 log = logging.getLogger("wxhelper.server")
+
+APP = "wxhelper.server.app:app_from_env"
 
 
 def is_loopback(host: str) -> bool:
@@ -67,8 +71,11 @@ def check_workers(workers: int, store_url: str) -> None:
               help="Serve a non-loopback interface without WXHELPER_API_TOKEN (not recommended).")
 @click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
 @click.option("--no-index", is_flag=True, help="Skip indexing the corpora before the workers start.")
+@click.option("--shared-socket", is_flag=True,
+              help="With several workers, accept from one socket as uvicorn does (by default each worker has "
+                   "its own, SO_REUSEPORT, so connections are spread over the workers).")
 def serve(bind_host: str, port: int, workers: int, allow_unauthenticated: bool, access_log: bool,
-          no_index: bool) -> None:
+          no_index: bool, shared_socket: bool) -> None:
     """Serve the HTTP API (POST /v1/messages, histories, export, /metrics …) with uvicorn."""
     try:
         import fastapi  # noqa: F401
@@ -95,13 +102,32 @@ def serve(bind_host: str, port: int, workers: int, allow_unauthenticated: bool, 
         store = store.split("://", 1)[0] + "://…@" + store.rsplit("@", 1)[1]
     click.echo(f"wxhelper serve: http://{bind_host}:{port} · {workers} worker(s) · store {store}", err=True)
     click.echo(f"wxhelper serve: {said}", err=True)
+    own_sockets = workers > 1 and not shared_socket and _own_sockets_here()
+    options: dict[str, Any] = dict(factory=True, host=bind_host, port=port, workers=workers, access_log=access_log,
+                                   log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
     try:
-        uvicorn.run("wxhelper.server.app:app_from_env", factory=True, host=bind_host, port=port, workers=workers,
-                    access_log=access_log, log_level=settings.log_level.lower(),
-                    timeout_graceful_shutdown=10)
+        if own_sockets:
+            from .workers import run_workers
+
+            with contextlib.suppress(KeyboardInterrupt):
+                run_workers(uvicorn.Config(APP, **options))
+        else:
+            uvicorn.run(APP, **options)
     finally:
         if multiproc_dir:
             shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def _own_sockets_here() -> bool:
+    from .workers import reuse_port_available
+
+    why_not = reuse_port_available()
+    if why_not is None:
+        click.echo("wxhelper serve: each worker accepts on a socket of its own (SO_REUSEPORT)", err=True)
+        return True
+    click.echo(f"wxhelper serve: the workers share one socket ({why_not}); connections may gather on one worker",
+               err=True)
+    return False
 
 
 def _index(settings) -> None:  # type: ignore[no-untyped-def]
