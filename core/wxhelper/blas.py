@@ -12,6 +12,14 @@ import os
 
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
+_one_thread = False
+
+
+def blas_is_one_thread() -> bool:
+    """Whether :func:`one_blas_thread` limited this process's BLAS to one thread (a per-call limit to
+    one thread is then a no-op: the ``use`` embedding skips its ~30 µs of threadpoolctl a call)."""
+    return _one_thread
+
 
 def one_blas_thread() -> bool:
     """Limit numpy's BLAS to one thread in this process, unless the operator set a thread count.
@@ -26,5 +34,7 @@ def one_blas_thread() -> bool:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return False
+    global _one_thread
     threadpool_limits(limits=1, user_api="blas")
+    _one_thread = True
     return True

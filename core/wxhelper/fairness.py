@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Callable, Mapping, Protocol, Sequence
 
 
@@ -59,9 +60,12 @@ def by_recency(histories: Sequence[UserHistory]) -> list[UserHistory]:
     return sorted(histories, key=lambda h: (-h.last_active, h.user_id))
 
 
+_CHRONOLOGICAL = attrgetter("timestamp", "user_id", "message_id")  # a C key: every prompt sorts its three sections
+
+
 def chronological(records: list) -> list:
     """Oldest first, as a prompt reads."""
-    return sorted(records, key=lambda r: (r.timestamp, r.user_id, r.message_id))
+    return sorted(records, key=_CHRONOLOGICAL)
 
 
 def max_min_fair(histories: Sequence[UserHistory], max_records: int, max_chars: int) -> list:

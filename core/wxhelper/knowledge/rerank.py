@@ -28,7 +28,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 #: Weight of the lexical coverage (0..1) added to the cosine. 0.2 was best on the tuning set;
 #: the held-out set preferred 0.2-0.4, so the lower end is kept.
@@ -61,10 +61,11 @@ def has_cjk_terms(query_terms: Iterable[str]) -> bool:
 class LexicalOverlap:
     """IDF-weighted coverage of a question's terms by each passage of one namespace.
 
-    Sums are ``math.fsum``: terms are sets, whose order changes with ``PYTHONHASHSEED``, and a plain
-    ``sum`` in another order gave a full coverage of 1.0000000000000002 on one run and ties broken
-    differently on the next. Exactly rounded sums make a coverage, and so a ranking, the same on
-    every run, and never above 1.
+    The weights are added in the terms' sorted order. Terms are sets, whose order changes with
+    ``PYTHONHASHSEED``, and sums in set order gave a full coverage of 1.0000000000000002 on one run
+    and ties broken differently on the next. One order makes a coverage, and so a ranking, the same
+    on every run; and since a passage's sum adds a subsequence of the total's additions in the same
+    order (rounding is monotone), it is never above the total: a coverage is at most exactly 1.
     """
 
     def __init__(self, texts: Sequence[str]) -> None:
@@ -75,23 +76,44 @@ class LexicalOverlap:
         n = max(len(self.docs), 1)
         self.idf = {t: math.log(1 + n / c) for t, c in df.items()}
 
-    def coverage(self, query: str, rows: Iterable[int]) -> dict[int, float]:
-        """Coverage (0..1) of ``query`` by each passage row in ``rows``; empty when it says nothing."""
+    def _weights(self, query: str) -> Optional[tuple[list[tuple[str, float]], float]]:
+        """The question's known terms with their IDF, in sorted order, and their total; None without a signal."""
         wanted = terms(query)
         if not has_cjk_terms(wanted):
+            return None
+        idf = self.idf
+        items = sorted((t, idf[t]) for t in wanted if t in idf)
+        total = 0.0
+        for _, weight in items:
+            total += weight
+        return (items, total) if total > 0 else None
+
+    def coverage(self, query: str, rows: Iterable[int]) -> dict[int, float]:
+        """Coverage (0..1) of ``query`` by each passage row in ``rows``; empty when it says nothing."""
+        weighted = self._weights(query)
+        if weighted is None:
             return {}
-        weights = {t: self.idf[t] for t in wanted if t in self.idf}
-        total = math.fsum(weights.values())
-        if total <= 0:
-            return {}
+        items, total = weighted
         docs = self.docs
-        return {row: math.fsum(weights[t] for t in docs[row].intersection(weights)) / total for row in rows}
+        out = {}
+        for row in rows:
+            doc = docs[row]
+            covered = 0.0
+            for term, weight in items:
+                if term in doc:
+                    covered += weight
+            out[row] = covered / total
+        return out
 
     def coverage_of_text(self, query: str, text: str) -> float:
         """Coverage of ``query`` by a passage that is not (yet) in this index (server mode)."""
-        wanted = terms(query)
-        if not has_cjk_terms(wanted):
+        weighted = self._weights(query)
+        if weighted is None:
             return 0.0
-        weights = {t: self.idf[t] for t in wanted if t in self.idf}
-        total = math.fsum(weights.values())
-        return math.fsum(weights[t] for t in terms(text).intersection(weights)) / total if total > 0 else 0.0
+        items, total = weighted
+        doc = terms(text)
+        covered = 0.0
+        for term, weight in items:
+            if term in doc:
+                covered += weight
+        return covered / total

