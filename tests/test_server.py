@@ -513,6 +513,7 @@ def test_a_killed_worker_is_replaced_and_listens_again(tmp_path: Path, llm: Fake
         served.stop()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; a socket per worker is Linux's")
 def test_shared_socket_is_one_listener_and_a_taken_port_is_refused(tmp_path: Path, llm: FakeLLM,
                                                                    redis_url: str) -> None:
     served = Served(tmp_path, llm, workers=2, extra_env={"WXHELPER_STORE": redis_url, "WXHELPER_API_TOKEN": TOKEN},
@@ -531,3 +532,26 @@ def test_shared_socket_is_one_listener_and_a_taken_port_is_refused(tmp_path: Pat
         assert f"cannot serve 127.0.0.1:{served.port}" in second.stderr and "already accepts" in second.stderr
     finally:
         served.stop()
+
+
+def test_a_uvicorn_whose_supervisor_differs_gets_the_shared_socket(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from uvicorn.supervisors import multiprocess
+
+    from wxhelper.server import workers
+    from wxhelper.server.command import _own_sockets_here
+
+    if sys.platform.startswith("linux"):
+        assert workers.reuse_port_available() is None and _own_sockets_here()
+    monkeypatch.setattr(workers, "_Multiprocess", lambda config, target, sockets: None)  # uvicorn < 0.30's signature
+    assert "differs" in (workers.reuse_port_available() or "")
+    assert not _own_sockets_here()
+    assert "share one socket" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(workers, "OwnSocketProcess", None)
+    assert workers.reuse_port_available() is not None
+    original = multiprocess.Process
+    with pytest.raises(RuntimeError), workers._workers_are(object):  # the supervisor's own class comes back
+        assert multiprocess.Process is object
+        raise RuntimeError("supervisor failed")
+    assert multiprocess.Process is original
