@@ -143,5 +143,9 @@ def run_workers(config: Any) -> None:
         sys.exit(STARTUP_FAILURE)
     with reserved:
         config.port = reserved.getsockname()[1]
+        shown = f"[{config.host}]" if ":" in config.host else config.host
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s://%s:%d, a socket per worker (Press CTRL+C to quit)",
+            "https" if config.is_ssl else "http", shown, config.port)
         with _workers_are(OwnSocketProcess):
             multiprocess.Multiprocess(config, sockets=[]).run()
