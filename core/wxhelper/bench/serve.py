@@ -195,6 +195,28 @@ async def _drive(port: int, token: str, messages: list[dict[str, Any]], concurre
     return time.perf_counter() - started, results
 
 
+_CALIBRATION_DATA = [((i * 7919) % 1000003) / 3.0 for i in range(20000)]
+
+
+def calibration_ms(rounds: int = 5) -> float:
+    """Milliseconds one core takes for a fixed piece of Python work (sorting, JSON, arithmetic), the
+    least of ``rounds``: how fast this machine is right now.
+
+    On a shared machine the same code took 15-25 % more CPU a message twenty minutes later
+    (docs/performance.md, session 7); a run's figures read against its calibration tell the
+    machine's speed from the code's. Lower is faster.
+    """
+    data = _CALIBRATION_DATA
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        sorted(data)
+        json.loads(json.dumps(data[:5000]))
+        sum(x * x for x in data)
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000.0, 2)
+
+
 def _proc_table() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU seconds user + system), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -301,6 +323,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                 base = f"http://127.0.0.1:{port}"
                 _wait_http(base + "/readyz", 900, server)  # the first run indexes the corpora
                 msgs = _messages(warmup + count + quiet, sources, seed=workers)
+                calibration = [calibration_ms()]
                 asyncio.run(_drive(port, token, msgs[:warmup], concurrency))
                 others = {"llm": fake.pid, **({"redis": redis.proc.pid} if redis is not None else {})}
                 cpu0 = {"server": _tree_cpu(server.pid), "driver": time.process_time(),
@@ -312,6 +335,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                 per_worker = _per_worker(workers0, _children_cpu(server.pid), len(results)) if workers > 1 else []
                 cpu = {name: round((cpu1[name] - cpu0[name]) * 1000.0 / max(1, len(results)), 2) for name in cpu0}
                 _, unloaded = asyncio.run(_drive(port, token, msgs[warmup + count:], 1)) if quiet else (0, [])
+                calibration.append(calibration_ms())
             finally:
                 _stop(server)
             overhead = [r["total"] - r.get("llm", 0.0) for r in results]
@@ -321,6 +345,7 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
             rows.append({
                 "cpu_ms_per_msg": cpu,
                 "worker_cpu_ms_per_msg": per_worker,
+                "calibration_ms": calibration,
                 "unloaded_overhead_p50_ms": round(_pct(idle, 0.5), 2) if idle else None,
                 "unloaded_overhead_p99_ms": round(_pct(idle, 0.99), 2) if idle else None,
                 "workers": workers, "store": store, "messages": len(results), "concurrency": concurrency,
@@ -353,8 +378,8 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
     click.echo("| workers | store | messages (in flight) | msg/s | CPU ms/msg: server / LLM / redis / driver "
                "| host overhead p50 / p99 ms "
                "| unloaded overhead p50 / p99 ms | LLM p50 / p99 ms | client − LLM p50 / p99 ms "
-               "| history / retrieval / assembly p50 ms | each worker's CPU ms/msg |")
-    click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+               "| history / retrieval / assembly p50 ms | each worker's CPU ms/msg | calibration ms before / after |")
+    click.echo("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in rows:
         s, c = r["stage_p50_ms"], r["cpu_ms_per_msg"]
         click.echo(f"| {r['workers']} | {r['store']} | {r['messages']} ({r['concurrency']}) | {r['msg_per_s']} "
@@ -364,4 +389,5 @@ def serve_bench(count: int, warmup: int, sources: int, concurrency: int, quiet: 
                    f"| {r['llm_p50_ms']} / {r['llm_p99_ms']} "
                    f"| {r['client_ex_llm_p50_ms']} / {r['client_ex_llm_p99_ms']} "
                    f"| {s['history']} / {s['retrieval']} / {s['assembly']} "
-                   f"| {' / '.join(map(str, r['worker_cpu_ms_per_msg'])) or '-'} |")
+                   f"| {' / '.join(map(str, r['worker_cpu_ms_per_msg'])) or '-'} "
+                   f"| {' / '.join(map(str, r['calibration_ms']))} |")
