@@ -11,10 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-pytest.importorskip("fastapi")  # the [server] extra
-
 
 def test_bench_serve_runs_one_and_two_workers_and_reports_each_worker_and_the_calibration(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WXHELPER_", "REDIS_", "OPENAI_"))}
