@@ -95,15 +95,7 @@ class LexicalOverlap:
             return {}
         items, total = weighted
         docs = self.docs
-        out = {}
-        for row in rows:
-            doc = docs[row]
-            covered = 0.0
-            for term, weight in items:
-                if term in doc:
-                    covered += weight
-            out[row] = covered / total
-        return out
+        return {row: _covered(items, docs[row]) / total for row in rows}
 
     def coverage_of_text(self, query: str, text: str) -> float:
         """Coverage of ``query`` by a passage that is not (yet) in this index (server mode)."""
@@ -111,9 +103,13 @@ class LexicalOverlap:
         if weighted is None:
             return 0.0
         items, total = weighted
-        doc = terms(text)
-        covered = 0.0
-        for term, weight in items:
-            if term in doc:
-                covered += weight
-        return covered / total
+        return _covered(items, terms(text)) / total
+
+
+def _covered(items: list[tuple[str, float]], doc: frozenset[str]) -> float:
+    """The weights of the terms ``doc`` holds, added in ``items``' order (see :class:`LexicalOverlap`)."""
+    covered = 0.0
+    for term, weight in items:
+        if term in doc:
+            covered += weight
+    return covered
