@@ -31,10 +31,10 @@ def reuse_port_available() -> Optional[str]:
     if not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
         return "SO_REUSEPORT does not spread connections over the workers on this platform"
     if OwnSocketProcess is None or _Multiprocess is None:
-        return "this uvicorn's worker supervisor differs from the one wxhelper knows (uvicorn >= 0.30)"
+        return "this uvicorn's worker supervisor differs from the one wxhelper knows"
     params = inspect.signature(_Multiprocess).parameters
     if "sockets" not in params or "target" in params or not callable(getattr(_UvicornProcess, "target", None)):
-        return "this uvicorn's worker supervisor differs from the one wxhelper knows (uvicorn >= 0.30)"
+        return "this uvicorn's worker supervisor differs from the one wxhelper knows"
     return None
 
 
