@@ -275,6 +275,29 @@ async def test_stream_offline_and_broken_midway(data_dir, fake_llm):
     assert reply.truncated and "".join(pieces) == reply.text and "已截断" in reply.text
 
 
+async def test_the_messages_being_handled_are_counted_for_the_question_batching(data_dir, fake_llm):
+    """The knowledge base's question batching waits for company only while the host handles other
+    messages: the count covers every message from its start to its answer, and falls back to 0
+    after answers, a refused message and a stream given up midway."""
+    import asyncio
+
+    seen: list[tuple[int, int]] = []
+    async with host_for(data_dir, [], llm=fake_llm) as host:
+        host.add_observer(lambda msg, reply, turn: seen.append((host.handling, host.knowledge.company())))
+        assert host.handling == 0
+        await asyncio.gather(*(host.handle(InboundMessage(user_id=f"u{i}", content=f"第{i}个问题：信息板是什么"))
+                               for i in range(4)))
+        assert len(seen) == 4 and all(n >= 1 and n == company for n, company in seen)
+        assert host.handling == 0
+        with pytest.raises(UnknownNamespace):
+            await host.handle(InboundMessage(user_id="u", content="你好", namespace="nope"))
+        assert host.handling == 0
+        stream = host.stream(InboundMessage(user_id="u", content="讲个很长的故事吧" * 4))
+        assert isinstance(await stream.__anext__(), str) and host.handling == 1
+        await stream.aclose()
+        assert host.handling == 0
+
+
 async def test_a_wrong_namespace_guess_reads_and_searches_the_namespace_the_source_has(data_dir, redis_url):
     """The host guesses a message's namespace before its turn begins (to search meanwhile and have the
     store make the fair reads in the turn's first round trip); a source bound by another process is

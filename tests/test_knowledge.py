@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -501,6 +502,52 @@ async def test_loop_batcher_embeds_the_questions_of_one_loop_turn_together():
     worker.start()
     worker.join(10)
     assert len(await asyncio.wait_for(mine, 5)) == 64 and len(other) == 1 and len(other[0]) == 2
+
+
+async def test_loop_batcher_waits_for_company_up_to_its_hold():
+    """While the process handles other messages, a question waits (at most ``hold``) for theirs, and
+    the questions are embedded together; a full batch goes at once; with no other message, or a
+    hold of 0, nothing waits."""
+    import asyncio
+
+    from wxhelper.knowledge.batching import FULL_BATCH, LoopBatcher
+
+    ef = emb.HashedEmbedding(64)
+    calls: list[list[str]] = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return ef(list(texts))
+
+    handling = {"n": 3}
+    batcher = LoopBatcher(embed, company=lambda: handling["n"], hold=30.0)
+    first = batcher.embed("甲")
+    await asyncio.sleep(0.05)  # many loop turns and looks later
+    assert calls == [] and not first.done()  # two more messages are being handled: it waits for them
+    second = batcher.embed("乙")
+    await asyncio.sleep(0.02)
+    assert calls == [] and not second.done()
+    handling["n"] = 2  # both messages left are waiting here: nobody else will come
+    vectors = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert calls == [["甲", "乙"]]
+    assert all(np.allclose(v, ef([t])[0]) for t, v in zip(["甲", "乙"], vectors))
+
+    calls.clear()
+    handling["n"] = 100
+    texts = [f"第{i}个问题" for i in range(FULL_BATCH)]
+    await asyncio.wait_for(asyncio.gather(*(batcher.embed(t) for t in texts)), 5)  # far less than the hold
+    assert calls == [texts]
+
+    calls.clear()
+    short = LoopBatcher(embed, company=lambda: 100, hold=0.05)
+    started = time.monotonic()
+    await asyncio.wait_for(short.embed("等一等"), 5)
+    assert calls == [["等一等"]] and time.monotonic() - started >= 0.05  # waited its hold, no longer needed
+
+    for alone in (LoopBatcher(embed, company=lambda: 1, hold=30.0), LoopBatcher(embed, company=lambda: 100, hold=0)):
+        calls.clear()
+        await asyncio.wait_for(alone.embed("马上"), 5)  # a hold of 30 s would time out here
+        assert calls == [["马上"]]
 
 
 async def _embed_twice(batcher):  # type: ignore[no-untyped-def]

@@ -51,6 +51,10 @@ class Host:
         self._store = store
         self.plugins: Optional[LoadedPlugins] = None
         self.knowledge = KnowledgeBase(self.settings)
+        self.handling = 0
+        """Messages being handled now (their turns begun, not yet answered): the knowledge base's
+        question batching reads it (:class:`wxhelper.knowledge.batching.LoopBatcher`)."""
+        self.knowledge.company = lambda: self.handling
         self.llm = LLM(self.settings)
         self.renderer = PromptRenderer(self.settings.templates_dir)
         self._purger: Optional[asyncio.Task] = None
@@ -222,48 +226,56 @@ class Host:
         its first piece, the offline answer (with an apology) is yielded
         instead; when it breaks midway, the apology follows what was sent.
         """
-        async for item in self._run(message, streaming=True):
-            yield item
+        run = self._run(message, streaming=True)
+        try:
+            async for item in run:
+                yield item
+        finally:  # a consumer that stops early ends the turn now (its lease, its count), not when collected
+            await run.aclose()
 
     async def _run(self, message: Union[InboundMessage, Mapping[str, Any]],
                    streaming: bool) -> AsyncIterator[Union[str, Reply]]:
         if not self._started:
             await self.start()
-        started = time.perf_counter()
-        msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
-        bot_id = msg.bot_id or self.settings.bot_id
-        namespaces = await self.namespaces_for(bot_id)
-        if msg.namespace is not None and lookup(namespaces, msg.namespace) is None:
-            raise UnknownNamespace(msg.namespace, sorted(namespaces))  # before the inbox: a bad message leaves no trace
-        payload = msg.model_dump_json()
-        ahead = self._ahead(msg, bot_id, namespaces)
-
-        async def begin(lease: str, ttl: float) -> TurnStart:
-            # the lease, the final-reply check, the inbox entry, (without an explicit namespace) the
-            # source's binding and the fair reads of the namespace guessed: one round trip where the store can
-            t0 = time.perf_counter()
-            start = await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
-                                     msg.source_id if msg.namespace is None else None,
-                                     ahead.reads if ahead is not None else None)
-            if ahead is not None:
-                ahead.begin_ms = _ms(t0)
-            return start
-
+        self.handling += 1
         try:
-            async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
-                if turn.final is None:
-                    async for item in self._process(msg, bot_id, turn, started, streaming,
-                                                    Reply.model_validate_json(turn.earlier) if turn.earlier else None,
-                                                    ahead):
-                        yield item
-                    return
+            started = time.perf_counter()
+            msg = message if isinstance(message, InboundMessage) else InboundMessage.model_validate(message)
+            bot_id = msg.bot_id or self.settings.bot_id
+            namespaces = await self.namespaces_for(bot_id)
+            if msg.namespace is not None and lookup(namespaces, msg.namespace) is None:
+                raise UnknownNamespace(msg.namespace, sorted(namespaces))  # before the inbox: a bad message leaves no trace
+            payload = msg.model_dump_json()
+            ahead = self._ahead(msg, bot_id, namespaces)
+
+            async def begin(lease: str, ttl: float) -> TurnStart:
+                # the lease, the final-reply check, the inbox entry, (without an explicit namespace) the
+                # source's binding and the fair reads of the namespace guessed: one round trip where the store can
+                t0 = time.perf_counter()
+                start = await begin_turn(self.store, lease, ttl, bot_id, msg.message_id, payload, time.time(),
+                                         msg.source_id if msg.namespace is None else None,
+                                         ahead.reads if ahead is not None else None)
+                if ahead is not None:
+                    ahead.begin_ms = _ms(t0)
+                return start
+
+            try:
+                async with self.gate.turn(self._chat_bot(bot_id), msg.source_id, begin) as turn:
+                    if turn.final is None:
+                        async for item in self._process(msg, bot_id, turn, started, streaming,
+                                                        Reply.model_validate_json(turn.earlier) if turn.earlier else None,
+                                                        ahead):
+                            yield item
+                        return
+            finally:
+                if ahead is not None:
+                    ahead.discard()
+            cached = Reply.model_validate_json(turn.final)
+            if streaming and cached.text:
+                yield cached.text
+            yield cached
         finally:
-            if ahead is not None:
-                ahead.discard()
-        cached = Reply.model_validate_json(turn.final)
-        if streaming and cached.text:
-            yield cached.text
-        yield cached
+            self.handling -= 1
 
     def _ahead(self, msg: InboundMessage, bot_id: str, namespaces: Mapping[str, Namespace]) -> Optional["_Ahead"]:
         """Start what a chat message needs that does not depend on its turn, before the turn begins.

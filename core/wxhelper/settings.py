@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         False, validation_alias=_env("WXHELPER_KNOWLEDGE_HYBRID", "knowledge_hybrid"),
         description="Fuse vector and lexical (BM25) rankings by reciprocal rank.",
     )
+    knowledge_batch_wait_ms: float = Field(
+        20.0, ge=0, le=1000, validation_alias=_env("WXHELPER_KNOWLEDGE_BATCH_WAIT_MS", "knowledge_batch_wait_ms"),
+        description="Longest a question waits for others to embed with, only while other messages are being "
+                    "handled; 0: never waits.",
+    )
 
     # --- Redis history store and fair-algorithm weights (issue 3) --------------------
     # WXHELPER_STORE wins, then REDIS_URL, then REDIS_HOST (+ PORT/DB/PASSWORD), then SQLite.

@@ -7,15 +7,17 @@ first caller embeds what is waiting and every caller that arrives meanwhile wait
 batch, which one of them embeds; a lone question is embedded at once, so nothing waits when idle.
 
 :class:`LoopBatcher` does the same on an event loop, for embeddings that are pure CPU and cheap (the
-default and ``hashed``): every question asked during one turn of the loop is embedded in one call
-when that turn's callbacks have run, on the loop itself — no worker thread, so no hop and no GIL
-hand-over per question (measured in docs/performance.md, "HTTP service").
+default and ``hashed``): on the loop itself — no worker thread, so no hop and no GIL hand-over per
+question (measured in docs/performance.md, "HTTP service"). Under load its questions wait a few
+milliseconds for each other (``WXHELPER_KNOWLEDGE_BATCH_WAIT_MS``), since they rarely arrive in
+the same turn of the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from typing import Callable, Optional, Sequence
 
@@ -23,6 +25,13 @@ import numpy as np
 
 #: At most this many questions in one call (the per-question cost is flat from ~16 on).
 MAX_BATCH = 16
+#: The longest a question waits on the loop for others to be embedded with (the default of
+#: ``WXHELPER_KNOWLEDGE_BATCH_WAIT_MS``; only while other messages are being handled).
+HOLD_SECONDS = 0.02
+#: How often waiting questions look again whether to go.
+LOOK_SECONDS = 0.002
+#: A batch this big goes at once (from ~8 questions the cost per question hardly falls further).
+FULL_BATCH = 8
 
 
 class _Request:
@@ -87,34 +96,68 @@ class QueryBatcher:
                 self.batch_sizes.append(len(batch))
 
 
+class _Waiting:
+    """The questions waiting on one loop to be embedded together, and since when."""
+
+    __slots__ = ("items", "since")
+
+    def __init__(self, now: float) -> None:
+        self.items: list[tuple[str, asyncio.Future]] = []
+        self.since = now
+
+
 class LoopBatcher:
-    """``await embed(text)``: the questions of one event-loop turn embedded together, on the loop.
+    """``await embed(text)``: questions embedded together on the event loop.
 
     Only for an embedding that does no I/O and costs about a millisecond per question: the call
     runs on the event loop and holds it meanwhile (up to ``max_batch`` questions per call).
+
+    A question alone is embedded as soon as the loop's current turn has run, with every question
+    asked in that turn. Under load that is nearly always one question: they reach the embedding
+    milliseconds apart (1.05 questions a call in ``wxhelper bench serve``), while the default
+    embedding costs ~0.9 ms for one question and ~0.37 ms each for four. So while ``company()``
+    (the messages the process is handling) says others are on their way, a question waits for
+    them, up to ``hold`` seconds or ``FULL_BATCH`` questions, looking again every
+    ``LOOK_SECONDS``; the loop goes on with the other messages' work meanwhile. With no other
+    message (an idle host, the unloaded benchmark) nothing waits. ``hold=0`` never waits.
     """
 
-    def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH,
+                 company: Callable[[], int] = lambda: 0, hold: float = HOLD_SECONDS) -> None:
         self._embed_many = embed_many
         self.max_batch = max(1, int(max_batch))
+        self._company = company
+        self.hold = max(0.0, float(hold))
         # per event loop (several in tests; a loop closed before its turn ran is forgotten with it)
-        self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[tuple[str, asyncio.Future]]]" = \
-            weakref.WeakKeyDictionary()
+        self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiting]" = weakref.WeakKeyDictionary()
         #: sizes of the batches embedded so far (for tests and curiosity), bounded
         self.batch_sizes: list[int] = []
 
     def embed(self, text: str) -> "asyncio.Future[np.ndarray]":
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        pending = self._pending.get(loop)
-        if pending is None:
-            pending = self._pending[loop] = []
-            loop.call_soon(self._flush, loop)
-        pending.append((text, future))
+        waiting = self._pending.get(loop)
+        if waiting is None:
+            waiting = self._pending[loop] = _Waiting(time.monotonic())
+            loop.call_soon(self._flush, loop, waiting)
+        waiting.items.append((text, future))
+        if len(waiting.items) == FULL_BATCH and self.hold > 0:
+            loop.call_soon(self._flush, loop, waiting)  # full: no need to wait for the next look
         return future
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        pending = self._pending.pop(loop, [])
+    def _worth_waiting(self, waiting: _Waiting) -> bool:
+        """Others are on their way, there is room for them and the oldest question has time left."""
+        return (len(waiting.items) < FULL_BATCH and time.monotonic() - waiting.since < self.hold
+                and self._company() > len(waiting.items))
+
+    def _flush(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting) -> None:
+        if self._pending.get(loop) is not waiting:  # embedded already (a full batch went before its look)
+            return
+        if self.hold > 0 and self._worth_waiting(waiting):
+            loop.call_later(LOOK_SECONDS, self._flush, loop, waiting)
+            return
+        del self._pending[loop]
+        pending = waiting.items
         for start in range(0, len(pending), self.max_batch):
             batch = [(t, f) for t, f in pending[start:start + self.max_batch] if not f.done()]
             if batch:

@@ -280,6 +280,9 @@ class KnowledgeBase:
         self._store: Optional[str] = None
         self._batcher: Optional[QueryBatcher] = None
         self._loop_batcher: Optional[LoopBatcher] = None
+        #: how many messages the process is handling (the host sets it): questions asked on the event
+        #: loop wait for each other only while there are others (see :class:`.batching.LoopBatcher`)
+        self.company: Callable[[], int] = lambda: 0
         spec = settings.vector_cache
         self.vector_cache: Optional[VectorCache] = (
             None if spec is not None and spec.strip().lower() in ("", "off", "none", "false", "0")
@@ -683,7 +686,8 @@ class KnowledgeBase:
     def _loop_batcher_for(self, resolved: ResolvedEmbedding) -> LoopBatcher:
         if self._loop_batcher is None:
             function = resolved.function
-            self._loop_batcher = LoopBatcher(lambda texts: function(list(texts)))
+            self._loop_batcher = LoopBatcher(lambda texts: function(list(texts)), company=lambda: self.company(),
+                                             hold=self.settings.knowledge_batch_wait_ms / 1000.0)
         return self._loop_batcher
 
     def _snapshot_on_loop(self, ns: Namespace, hybrid: bool) -> Optional["_Snapshot"]:
