@@ -505,12 +505,12 @@ async def test_loop_batcher_embeds_the_questions_of_one_loop_turn_together():
 
 
 async def test_loop_batcher_waits_for_company_up_to_its_hold():
-    """While the process handles other messages, a question waits (at most ``hold``) for theirs, and
-    the questions are embedded together; a full batch goes at once; with no other message, or a
-    hold of 0, nothing waits."""
+    """While the process handles at least MIN_OTHERS other messages and questions come often, a
+    question waits (at most ``hold``) for theirs, and the questions are embedded together; a full
+    batch goes at once; with fewer others, a slow trickle of questions, or a hold of 0, nothing waits."""
     import asyncio
 
-    from wxhelper.knowledge.batching import FULL_BATCH, LoopBatcher
+    from wxhelper.knowledge.batching import FULL_BATCH, MIN_OTHERS, LoopBatcher
 
     ef = emb.HashedEmbedding(64)
     calls: list[list[str]] = []
@@ -519,17 +519,19 @@ async def test_loop_batcher_waits_for_company_up_to_its_hold():
         calls.append(list(texts))
         return ef(list(texts))
 
-    handling = {"n": 3}
+    handling = {"n": MIN_OTHERS + 2}
     batcher = LoopBatcher(embed, company=lambda: handling["n"], hold=30.0)
-    first = batcher.embed("甲")
+    await asyncio.wait_for(batcher.embed("先来"), 5)  # the loop's first question: no pace known, it goes
+    assert calls == [["先来"]]
+    first = batcher.embed("甲")  # questions now come often (one just came)
     await asyncio.sleep(0.05)  # many loop turns and looks later
-    assert calls == [] and not first.done()  # two more messages are being handled: it waits for them
+    assert calls == [["先来"]] and not first.done()  # others are being handled: it waits for them
     second = batcher.embed("乙")
     await asyncio.sleep(0.02)
-    assert calls == [] and not second.done()
-    handling["n"] = 2  # both messages left are waiting here: nobody else will come
+    assert len(calls) == 1 and not second.done()
+    handling["n"] = MIN_OTHERS + 1  # fewer than MIN_OTHERS others are not waiting here: they go
     vectors = await asyncio.wait_for(asyncio.gather(first, second), 5)
-    assert calls == [["甲", "乙"]]
+    assert calls[1:] == [["甲", "乙"]]
     assert all(np.allclose(v, ef([t])[0]) for t, v in zip(["甲", "乙"], vectors))
 
     calls.clear()
@@ -538,13 +540,24 @@ async def test_loop_batcher_waits_for_company_up_to_its_hold():
     await asyncio.wait_for(asyncio.gather(*(batcher.embed(t) for t in texts)), 5)  # far less than the hold
     assert calls == [texts]
 
-    calls.clear()
     short = LoopBatcher(embed, company=lambda: 100, hold=0.05)
+    await short.embed("先来")
+    calls.clear()
     started = time.monotonic()
     await asyncio.wait_for(short.embed("等一等"), 5)
     assert calls == [["等一等"]] and time.monotonic() - started >= 0.05  # waited its hold, no longer needed
 
-    for alone in (LoopBatcher(embed, company=lambda: 1, hold=30.0), LoopBatcher(embed, company=lambda: 100, hold=0)):
+    trickle = LoopBatcher(embed, company=lambda: 100, hold=0.1)
+    await trickle.embed("一")
+    await asyncio.sleep(0.3)  # questions come slower than the hold: waiting would most likely be alone
+    calls.clear()
+    late = trickle.embed("二")
+    await asyncio.sleep(0.01)
+    assert late.done() and calls == [["二"]]
+
+    for alone in (LoopBatcher(embed, company=lambda: 1, hold=30.0), LoopBatcher(embed, company=lambda: 100, hold=0),
+                  LoopBatcher(embed, company=lambda: MIN_OTHERS, hold=30.0)):
+        await alone.embed("先来")
         calls.clear()
         await asyncio.wait_for(alone.embed("马上"), 5)  # a hold of 30 s would time out here
         assert calls == [["马上"]]

@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     )
     knowledge_batch_wait_ms: float = Field(
         20.0, ge=0, le=1000, validation_alias=_env("WXHELPER_KNOWLEDGE_BATCH_WAIT_MS", "knowledge_batch_wait_ms"),
-        description="Longest a question waits for others to embed with, only while other messages are being "
-                    "handled; 0: never waits.",
+        description="Longest a question waits for others to embed with, only while at least 4 other messages "
+                    "are being handled; 0: never waits.",
     )
 
     # --- Redis history store and fair-algorithm weights (issue 3) --------------------

@@ -32,6 +32,14 @@ HOLD_SECONDS = 0.02
 LOOK_SECONDS = 0.002
 #: A batch this big goes at once (from ~8 questions the cost per question hardly falls further).
 FULL_BATCH = 8
+#: A question waits only while at least this many other messages are being handled and not yet
+#: waiting with it: with fewer, the CPU it would save is not what limits the host, and the wait
+#: only adds latency (measured in docs/performance.md, session 8: with 4 messages in flight over two
+#: workers and 3 others enough to wait, waiting lost throughput and latency; 16 and 32 gained).
+MIN_OTHERS = 4
+#: Weight of the newest gap between two questions in their running mean: a question waits only when
+#: questions have lately come less than ``hold`` apart (else its wait would most likely be alone).
+GAP_WEIGHT = 0.1
 
 
 class _Request:
@@ -96,6 +104,21 @@ class QueryBatcher:
                 self.batch_sizes.append(len(batch))
 
 
+class _Arrivals:
+    """When the last question came on one loop, and the running mean of the gaps between them."""
+
+    __slots__ = ("last", "gap")
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+        self.gap = float("inf")
+
+    def note(self, now: float) -> None:
+        gap = now - self.last
+        self.last = now
+        self.gap = gap if self.gap == float("inf") else self.gap + GAP_WEIGHT * (gap - self.gap)
+
+
 class _Waiting:
     """The questions waiting on one loop to be embedded together, and since when."""
 
@@ -116,10 +139,12 @@ class LoopBatcher:
     asked in that turn. Under load that is nearly always one question: they reach the embedding
     milliseconds apart (1.05 questions a call in ``wxhelper bench serve``), while the default
     embedding costs ~0.9 ms for one question and ~0.37 ms each for four. So while ``company()``
-    (the messages the process is handling) says others are on their way, a question waits for
-    them, up to ``hold`` seconds or ``FULL_BATCH`` questions, looking again every
-    ``LOOK_SECONDS``; the loop goes on with the other messages' work meanwhile. With no other
-    message (an idle host, the unloaded benchmark) nothing waits. ``hold=0`` never waits.
+    (the messages the process is handling) says at least ``MIN_OTHERS`` others are on their way
+    and questions have lately come less than ``hold`` apart, a question waits for theirs, up to
+    ``hold`` seconds or ``FULL_BATCH`` questions, looking again every ``LOOK_SECONDS``; the loop
+    goes on with the other messages' work meanwhile. Otherwise (an idle host, the unloaded
+    benchmark, light load, a slow trickle of questions while many answers wait on the LLM)
+    nothing waits. ``hold=0`` never waits.
     """
 
     def __init__(self, embed_many: Callable[[Sequence[str]], Sequence[np.ndarray]], max_batch: int = MAX_BATCH,
@@ -130,30 +155,40 @@ class LoopBatcher:
         self.hold = max(0.0, float(hold))
         # per event loop (several in tests; a loop closed before its turn ran is forgotten with it)
         self._pending: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waiting]" = weakref.WeakKeyDictionary()
+        self._arrivals: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Arrivals]" = weakref.WeakKeyDictionary()
         #: sizes of the batches embedded so far (for tests and curiosity), bounded
         self.batch_sizes: list[int] = []
 
     def embed(self, text: str) -> "asyncio.Future[np.ndarray]":
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
+        now = time.monotonic()
+        arrivals = self._arrivals.get(loop)
+        if arrivals is None:
+            self._arrivals[loop] = _Arrivals(now)
+        else:
+            arrivals.note(now)
         waiting = self._pending.get(loop)
         if waiting is None:
-            waiting = self._pending[loop] = _Waiting(time.monotonic())
+            waiting = self._pending[loop] = _Waiting(now)
             loop.call_soon(self._flush, loop, waiting)
         waiting.items.append((text, future))
         if len(waiting.items) == FULL_BATCH and self.hold > 0:
             loop.call_soon(self._flush, loop, waiting)  # full: no need to wait for the next look
         return future
 
-    def _worth_waiting(self, waiting: _Waiting) -> bool:
-        """Others are on their way, there is room for them and the oldest question has time left."""
+    def _worth_waiting(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting) -> bool:
+        """Others are on their way and lately came often, there is room for them, and the oldest
+        question has time left."""
+        arrivals = self._arrivals.get(loop)
         return (len(waiting.items) < FULL_BATCH and time.monotonic() - waiting.since < self.hold
-                and self._company() > len(waiting.items))
+                and arrivals is not None and arrivals.gap < self.hold
+                and self._company() - len(waiting.items) >= MIN_OTHERS)
 
     def _flush(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting) -> None:
         if self._pending.get(loop) is not waiting:  # embedded already (a full batch went before its look)
             return
-        if self.hold > 0 and self._worth_waiting(waiting):
+        if self.hold > 0 and self._worth_waiting(loop, waiting):
             loop.call_later(LOOK_SECONDS, self._flush, loop, waiting)
             return
         del self._pending[loop]
