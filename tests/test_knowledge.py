@@ -555,8 +555,12 @@ async def test_loop_batcher_waits_for_company_up_to_its_hold():
     await asyncio.sleep(0.01)
     assert late.done() and calls == [["二"]]
 
+    def broken_count() -> int:
+        raise RuntimeError("no count")
+
     for alone in (LoopBatcher(embed, company=lambda: 1, hold=30.0), LoopBatcher(embed, company=lambda: 100, hold=0),
-                  LoopBatcher(embed, company=lambda: MIN_OTHERS, hold=30.0)):
+                  LoopBatcher(embed, company=lambda: MIN_OTHERS, hold=30.0),
+                  LoopBatcher(embed, company=broken_count, hold=30.0)):
         await alone.embed("先来")
         calls.clear()
         await asyncio.wait_for(alone.embed("马上"), 5)  # a hold of 30 s would time out here

@@ -16,12 +16,15 @@ the same turn of the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import weakref
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: At most this many questions in one call (the per-question cost is flat from ~16 on).
 MAX_BATCH = 16
@@ -188,7 +191,12 @@ class LoopBatcher:
     def _flush(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting) -> None:
         if self._pending.get(loop) is not waiting:  # embedded already (a full batch went before its look)
             return
-        if self.hold > 0 and self._worth_waiting(loop, waiting):
+        try:
+            wait = self.hold > 0 and self._worth_waiting(loop, waiting)
+        except Exception:  # a failing count of the messages must not strand the questions
+            log.exception("the loop batcher could not tell whether to wait; embedding now")
+            wait = False
+        if wait:
             loop.call_later(LOOK_SECONDS, self._flush, loop, waiting)
             return
         del self._pending[loop]
