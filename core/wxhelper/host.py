@@ -52,8 +52,8 @@ class Host:
         self.plugins: Optional[LoadedPlugins] = None
         self.knowledge = KnowledgeBase(self.settings)
         self.handling = 0
-        """Messages being handled now (their turns begun, not yet answered): the knowledge base's
-        question batching reads it (:class:`wxhelper.knowledge.batching.LoopBatcher`)."""
+        """Messages being handled now (from their start to their answer, streams included): the
+        knowledge base's question batching reads it (:class:`wxhelper.knowledge.batching.LoopBatcher`)."""
         self.knowledge.company = lambda: self.handling
         self.llm = LLM(self.settings)
         self.renderer = PromptRenderer(self.settings.templates_dir)

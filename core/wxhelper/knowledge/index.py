@@ -281,7 +281,7 @@ class KnowledgeBase:
         self._batcher: Optional[QueryBatcher] = None
         self._loop_batcher: Optional[LoopBatcher] = None
         #: how many messages the process is handling (the host sets it): questions asked on the event
-        #: loop wait for each other only while there are others (see :class:`.batching.LoopBatcher`)
+        #: loop wait for each other only while enough others are (see :class:`.batching.LoopBatcher`)
         self.company: Callable[[], int] = lambda: 0
         spec = settings.vector_cache
         self.vector_cache: Optional[VectorCache] = (
